@@ -1,0 +1,833 @@
+"""mypy's metadata-store protocol, implemented on a content-addressed store.
+
+mypy names its entries after modules (``pkg/mod.meta.ff``, ``pkg/mod.data.ff``,
+``pkg/mod.meta_ex.ff``; 1.20: ``pkg/mod.err.ff``). This module maps those names onto
+*units* stored under a content key:
+
+    key = digest(namespace, stem, blake3(source bytes))
+
+where the namespace separates what mypy treats as globally incompatible (see
+:meth:`MypyView.namespace`). A unit bundles the meta, the data and the meta_ex/err entry
+of one module, published together or not at all, and never changed afterwards. Many
+units may exist for one key (the same source checked against different dependencies or
+options); :class:`Selector` offers the one consistent with the units chosen for the
+module's dependencies.
+
+Contract with mypy (who stays the final validator):
+
+- A meta is offered only after the source file mypy will use was hashed and matched the
+  unit's key; the offered meta then carries that file's path, mtime and size, so mypy's
+  own mtime/path check passes without re-hashing. Every other check (version, options,
+  plugins, dependency interface hashes) is still mypy's, on the unit's real values.
+- Data entries report the constant mtime :data:`DATA_MTIME`, which metas are stored with.
+- Writes are buffered per process (read-your-writes). On commit, complete units are
+  published: meta and meta_ex/err written in this run, data written in this run or
+  reused from the offered unit - and only if the data matches the meta's interface hash
+  and the source file still matches the meta's sha1. Touch writes (mypy refreshing a
+  meta's mtime/path) are thereby absorbed, never published.
+- With parallel workers, the processes of one build share a scratch pad: the
+  coordinator pins the units it offered, workers publish each write there, so every
+  process sees the same entries mypy's own commits would have shown it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat as statmod
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from metastore.cache_codec import DATA_MTIME, Codec, canonical_json, plugins_snapshot_bytes
+from metastore.mypy_view import MypyView
+from metastore.paths import Roots
+from metastore.store import Entry, StoreError, digest
+
+PLUGINS_SNAPSHOT = "@plugins_snapshot.json"
+SESSION_ENV = "_MYPY_METASTORE_SESSION"
+_UNIT_NAME = re.compile(r"^(?P<stem>.+)\.(?P<part>meta|data|meta_ex|err)\.(?P<fmt>ff|json)$")
+_IGNORED_OPTIONS = ("local_partial_types", "is_parallel", "debug_cache")
+
+
+class Backend(Protocol):
+    """The part of :class:`metastore.store.Store` this layer uses."""
+
+    def lookup(self, keys: Sequence[bytes]) -> dict[bytes, list[Entry]]: ...
+    def get_blob(self, digest: bytes) -> bytes | None: ...
+    def get_slot(self, key: bytes) -> tuple[float, bytes] | None: ...
+    def put(
+        self,
+        *,
+        entries: Sequence[tuple[str, bytes, bytes, Sequence[bytes]]] = ...,
+        blobs: Iterable[bytes] = ...,
+        slots: Sequence[tuple[bytes, float, bytes]] = ...,
+        counters: Mapping[str, int] = ...,
+    ) -> int: ...
+
+
+class Scratch(Protocol):
+    """The part of :class:`metastore.scratch.ScratchPad` this layer uses."""
+
+    def get(self, name: str) -> bytes | None: ...
+    def put(self, name: str, data: bytes) -> None: ...
+    def commit(self) -> None: ...
+    def close(self) -> None: ...
+    def items(self, prefix: str) -> list[tuple[str, bytes]]: ...
+
+
+@dataclass
+class RunStats:
+    """Counters of one process's use of the store during one build."""
+
+    offered: int = 0
+    missed: int = 0
+    rechecked: int = 0
+    published: int = 0
+    meta_writes: int = 0
+    read_bytes: int = 0
+    written_bytes: int = 0
+    store_seconds: float = 0.0
+    problems: list[str] = field(default_factory=list)
+
+    def add(self, other: dict[str, Any]) -> None:
+        for name in ("offered", "missed", "rechecked", "published", "meta_writes",
+                     "read_bytes", "written_bytes", "store_seconds"):
+            setattr(self, name, getattr(self, name) + other.get(name, 0))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in (
+            "offered", "missed", "rechecked", "published", "meta_writes",
+            "read_bytes", "written_bytes", "store_seconds")}
+
+    def line(self, store_path: str) -> str:
+        """The per-run line printed with ``--metastore-stats``."""
+        return (
+            f"mypy-metastore: offered={self.offered} missed={self.missed} "
+            f"rechecked={self.rechecked} published={self.published} "
+            f"meta_writes={self.meta_writes} read_bytes={self.read_bytes} "
+            f"written_bytes={self.written_bytes} store_seconds={self.store_seconds:.3f} "
+            f"store={store_path}"
+        )
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """The small value stored for a unit: where its parts are and what selection needs."""
+
+    path: str  # tokenised path mypy used
+    bound: str  # roots fingerprint if the unit only holds at these roots, else ""
+    meta: str  # blob digests, hex
+    data: str
+    ex: str
+    ex_part: str  # "meta_ex" (2.x) or "err" (1.20)
+    interface_hash: str
+    deps: tuple[tuple[str, str], ...]
+    options: str
+    local_partial_types: bool
+    is_parallel: bool
+
+    def encode(self) -> bytes:
+        return canonical_json({
+            "p": self.path, "b": self.bound, "m": self.meta, "d": self.data, "x": self.ex,
+            "xp": self.ex_part, "h": self.interface_hash, "deps": self.deps,
+            "o": self.options, "lp": self.local_partial_types, "par": self.is_parallel,
+        }).encode()
+
+    @classmethod
+    def decode(cls, value: bytes) -> Manifest | None:
+        try:
+            raw = json.loads(value)
+            return cls(
+                path=raw["p"], bound=raw["b"], meta=raw["m"], data=raw["d"], ex=raw["x"],
+                ex_part=raw["xp"], interface_hash=raw["h"],
+                deps=tuple((str(a), str(b)) for a, b in raw["deps"]), options=raw["o"],
+                local_partial_types=bool(raw["lp"]), is_parallel=bool(raw["par"]),
+            )
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+@dataclass
+class Offer:
+    """The unit chosen for one module in this run, patched for the file on disk."""
+
+    stem: str
+    path: str  # the path mypy uses
+    manifest: Manifest
+    mtime: int
+    size: int
+
+
+def options_key(options: dict[str, object]) -> str:
+    """A meta's per-module options without the fields mypy compares separately."""
+    return canonical_json({k: v for k, v in options.items() if k not in _IGNORED_OPTIONS})
+
+
+def module_id(stem: str) -> str:
+    parts = stem.split("/")
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def stem_for(module: str, path: str) -> str:
+    stem = "/".join(module.split("."))
+    if os.path.basename(path).startswith("__init__."):
+        stem += "/__init__"
+    return stem
+
+
+class SourceFile:
+    """A module source read once: its bytes' digests and the stat mypy will compare."""
+
+    def __init__(self, path: str) -> None:
+        st = os.stat(path)
+        self.path = path
+        self.mtime = int(st.st_mtime)
+        self.size = st.st_size
+        if statmod.S_ISDIR(st.st_mode):
+            self.is_dir = True
+            self.sha1 = ""
+            self.key = digest(b"\0namespace-package-directory")
+        else:
+            self.is_dir = False
+            with open(path, "rb") as f:
+                data = f.read()
+            if len(data) != st.st_size or int(os.stat(path).st_mtime) != self.mtime:
+                raise OSError(f"{path} changed while it was read")
+            from mypy.util import hash_digest
+
+            self.sha1 = hash_digest(data)
+            self.key = digest(data)
+
+
+class MypyStore:
+    """One process's view of the store during one mypy build.
+
+    ``locate`` returns mypy's ``BuildManager`` for this build (or None if it cannot be
+    found, in which case nothing is offered and nothing is published).
+    """
+
+    def __init__(
+        self,
+        backend: Backend | None,
+        locate: Callable[[], Any | None],
+        *,
+        store_path: str,
+        report: Callable[[str], None],
+    ) -> None:
+        self.backend = backend
+        self._locate = locate
+        self.store_path = store_path
+        self._report = report
+        self.stats = RunStats()
+        self._view: MypyView | None = None
+        self._manager: Any | None = None
+        self._view_failed = False
+        self._ns: bytes = b""
+        self._label = ""
+        self._codec: Codec | None = None
+        # Read-your-writes: every entry written in this run, by name.
+        self._written: dict[str, bytes] = {}
+        self._slot_writes: dict[str, tuple[float, bytes]] = {}
+        self._seq = 0
+        self._write_seq: dict[str, int] = {}
+        self._published_seq: dict[str, int] = {}
+        self._dirty: set[str] = set()
+        self._offers: dict[str, Offer | None] = {}
+        self._in_progress: set[str] = set()
+        self._sources: dict[str, SourceFile | None] = {}
+        self._blob_cache: dict[str, bytes] = {}
+        self._publishing = backend is not None
+        self._pinned: set[str] = set()
+        self._counter_deltas: dict[str, int] = {}
+        self._session = _Session.current()
+        self._scratch: Scratch | None = None
+
+    # -- mypy's protocol ---------------------------------------------------------------
+
+    def read(self, name: str) -> bytes | None:
+        """The entry ``name``, or None for a miss."""
+        t0 = time.perf_counter()
+        try:
+            return self._read(name)
+        finally:
+            self.stats.store_seconds += time.perf_counter() - t0
+
+    def getmtime(self, name: str) -> float | None:
+        """The mtime of entry ``name``, or None for a miss."""
+        t0 = time.perf_counter()
+        try:
+            match = _UNIT_NAME.match(name)
+            if match is None:
+                slot = self._get_slot(name)
+                return None if slot is None else slot[0]
+            if self._read(name, probe=True) is None:
+                return None
+            return DATA_MTIME
+        finally:
+            self.stats.store_seconds += time.perf_counter() - t0
+
+    def write(self, name: str, data: bytes, mtime: float | None) -> bool:
+        """Buffer a write; True (mypy treats False as a failed write)."""
+        t0 = time.perf_counter()
+        try:
+            if name == PLUGINS_SNAPSHOT:
+                return True  # the namespace already separates plugin sets
+            match = _UNIT_NAME.match(name)
+            if match is None:
+                self._slot_writes[name] = (time.time() if mtime is None else mtime, data)
+                return True
+            self._written[name] = data
+            self._seq += 1
+            self._write_seq[name] = self._seq
+            stem, part = match.group("stem"), match.group("part")
+            if part == "meta":
+                self.stats.meta_writes += 1
+            self._dirty.add(stem)
+            scratch = self._session_scratch()
+            if scratch is not None and self._view is not None and self._view.parallel_worker:
+                scratch.put("n:" + name, data)
+            return True
+        finally:
+            self.stats.store_seconds += time.perf_counter() - t0
+
+    def commit(self) -> None:
+        """Publish the complete units written since the last commit."""
+        t0 = time.perf_counter()
+        try:
+            self._commit()
+        finally:
+            self.stats.store_seconds += time.perf_counter() - t0
+
+    def close(self, *, final: bool) -> RunStats:
+        """Publish what is left; with ``final`` in the coordinator, gather the workers' stats."""
+        self.commit()
+        if self._scratch is not None:
+            if self._session is not None and self._session.is_coordinator and final:
+                self._gather_worker_stats()
+            self._scratch.close()
+            self._scratch = None
+            if self._session is not None and self._session.is_coordinator and final:
+                self._session.remove()
+        return self.stats
+
+    def names(self) -> list[str]:
+        return sorted(self._written) + sorted(self._slot_writes)
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _read(self, name: str, probe: bool = False) -> bytes | None:
+        result = self._read_inner(name, probe)
+        if _DEBUG:
+            _debug(f"read {name} probe={probe} -> {None if result is None else len(result)}")
+        return result
+
+    def _read_inner(self, name: str, probe: bool = False) -> bytes | None:
+        if name == PLUGINS_SNAPSHOT:
+            view = self._view_or_none(partial=True)
+            if view is None:
+                return None
+            return plugins_snapshot_bytes(view.plugins_snapshot())
+        match = _UNIT_NAME.match(name)
+        if match is None:
+            slot = self._get_slot(name)
+            return None if slot is None else slot[1]
+        if name in self._written:
+            return self._written[name]
+        scratch = self._session_scratch()
+        if scratch is not None:
+            shared = scratch.get("n:" + name)
+            if shared is not None:
+                return shared
+        stem, part = match.group("stem"), match.group("part")
+        offer = self._offer(stem)
+        if offer is None:
+            if part == "meta" and not probe and not self._view_is_worker():
+                self.stats.missed += 1
+                self._bump("missed")
+            return None
+        if probe:
+            return b""
+        return self._unit_part(offer, part, name)
+
+    def _unit_part(self, offer: Offer, part: str, name: str) -> bytes | None:
+        view, codec = self._view, self._codec
+        assert view is not None and codec is not None
+        manifest = offer.manifest
+        roots = view.roots()
+        if part == "meta":
+            blob = self._blob(manifest.meta)
+            data_file = name[: -len(".meta" + codec.suffix)] + ".data" + codec.suffix
+            meta = None if blob is None else codec.patched_meta(
+                blob, data_file, path=offer.path, mtime=offer.mtime, size=offer.size,
+                data_mtime=int(DATA_MTIME),
+            )
+            if meta is None:
+                self.stats.missed += 1
+                return None
+            if not view.parallel_worker:
+                self.stats.offered += 1
+                self._bump("offered")
+            return meta
+        if part == "data":
+            blob = self._blob(manifest.data)
+            if blob is None or manifest.path == offer.path:
+                return blob
+            return codec.replace_data_path(blob, manifest.path, offer.path)
+        if part != manifest.ex_part:
+            return None
+        blob = self._blob(manifest.ex)
+        if blob is None:
+            return None
+        unresolved: list[str] = []
+
+        def resolve(stored: str) -> str:
+            resolved = roots.resolve(stored)
+            if resolved is None:
+                unresolved.append(stored)
+                return stored
+            return resolved
+
+        mapped = codec.map_error_files(part, blob, resolve)
+        return None if unresolved else mapped
+
+    def _blob(self, hex_digest: str) -> bytes | None:
+        cached = self._blob_cache.get(hex_digest)
+        if cached is not None:
+            return cached
+        if self.backend is None:
+            return None
+        try:
+            blob = self.backend.get_blob(bytes.fromhex(hex_digest))
+        except StoreError as e:
+            self._problem(str(e))
+            return None
+        if blob is not None:
+            self.stats.read_bytes += len(blob)
+            if len(blob) < 65536:
+                self._blob_cache[hex_digest] = blob
+        return blob
+
+    def _get_slot(self, name: str) -> tuple[float, bytes] | None:
+        if name in self._slot_writes:
+            return self._slot_writes[name]
+        if self.backend is None or self._view_or_none() is None:
+            return None
+        try:
+            return self.backend.get_slot(self._slot_key(name))
+        except StoreError as e:
+            self._problem(str(e))
+            return None
+
+    def _slot_key(self, name: str) -> bytes:
+        return digest(self._ns + b"\0slot\0" + name.encode())
+
+    # -- selection -----------------------------------------------------------------------
+
+    def _offer(self, stem: str) -> Offer | None:
+        """The unit offered for ``stem`` in this run (memoised; see Selector rules)."""
+        if stem in self._offers:
+            return self._offers[stem]
+        view = self._view_or_none()
+        if view is None or self.backend is None:
+            return None
+        is_pinned, pinned = self._pinned_offer(stem)
+        if is_pinned:
+            self._offers[stem] = pinned
+            return pinned
+        self._in_progress.add(stem)
+        try:
+            offer = self._select(stem, view)
+        finally:
+            self._in_progress.discard(stem)
+        self._offers[stem] = offer
+        if view.has_workers and not view.parallel_worker:
+            self._request_commit()
+        return offer
+
+    def _request_commit(self) -> None:
+        """Make mypy's next ``commit()`` reach this store.
+
+        mypy commits "any cache writes from graph loading before workers try to read them"
+        (``process_graph``), but ``SqliteMetadataStore.commit`` only commits shards it
+        marked dirty by a write. The coordinator's offers must reach the workers at that
+        point, so mark a shard dirty as mypy's own write would. (mypy 1.20 has no such
+        commit; there each pin is shared at once.)
+        """
+        dirty = getattr(getattr(self._manager, "metastore", None), "dirty_shards", None)
+        if isinstance(dirty, set):
+            dirty.add(0)
+        else:
+            # mypy 1.20 commits nothing before dispatching work: share the pin right away.
+            self._share_with_session()
+
+    def _select(self, stem: str, view: MypyView) -> Offer | None:
+        module = module_id(stem)
+        path = view.module_path(module)
+        if path is None or stem_for(module, path) != stem:
+            return None
+        source = self._source(path)
+        if source is None:
+            return None
+        key = self._unit_key(stem, source.key)
+        try:
+            entries = self.backend.lookup([key]).get(key, []) if self.backend else []
+        except StoreError as e:
+            self._problem(str(e))
+            return None
+        roots = view.roots()
+        fingerprint = roots.fingerprint()
+        options = view.options_key(module)
+        best: tuple[tuple[int, int, int], Manifest] | None = None
+        for entry in entries:
+            manifest = Manifest.decode(entry.value)
+            if manifest is None or manifest.ex_part not in ("meta_ex", "err"):
+                continue
+            if manifest.bound and manifest.bound != fingerprint:
+                continue
+            if roots.resolve(manifest.path) != path:
+                continue
+            if options is not None and manifest.options != options:
+                continue
+            if not manifest.local_partial_types and manifest.is_parallel != view.has_workers:
+                continue
+            mismatches = self._dependency_mismatches(manifest, view)
+            rank = (mismatches, entry.layer, -entry.seq)
+            if best is None or rank < best[0]:
+                best = (rank, manifest)
+        if best is None:
+            return None
+        return Offer(stem, path, best[1], source.mtime, source.size)
+
+    def _dependency_mismatches(self, manifest: Manifest, view: MypyView) -> int:
+        """How many recorded dependency hashes differ from the units offered for them."""
+        mismatches = 0
+        for dep, recorded in manifest.deps:
+            dep_path = view.module_path(dep)
+            if dep_path is None:
+                continue
+            dep_stem = stem_for(dep, dep_path)
+            if dep_stem in self._in_progress:
+                continue  # a cycle: assume consistent, mypy checks it anyway
+            try:
+                offer = self._offer(dep_stem)
+            except RecursionError:
+                continue
+            if offer is not None and offer.manifest.interface_hash != recorded:
+                mismatches += 1
+        return mismatches
+
+    def _source(self, path: str) -> SourceFile | None:
+        if path not in self._sources:
+            try:
+                self._sources[path] = SourceFile(path)
+            except OSError:
+                self._sources[path] = None
+        return self._sources[path]
+
+    def _unit_key(self, stem: str, source_key: bytes) -> bytes:
+        return digest(self._ns + b"\0unit\0" + stem.encode() + b"\0" + source_key)
+
+    # -- publishing ----------------------------------------------------------------------
+
+    def _commit(self) -> None:
+        try:
+            self._publish()
+        finally:
+            if self._session is not None and self._view is not None:
+                self._share_with_session()
+
+    def _publish(self) -> None:
+        units = []
+        for stem in sorted(self._dirty):
+            unit = self._assemble(stem)
+            if unit is not None:
+                units.append(unit)
+        self._dirty.clear()
+        if not units and not self._slot_writes and not self._counter_deltas:
+            return
+        if self.backend is None or not self._publishing:
+            return
+        entries = [(self._label, key, manifest.encode(), refs) for key, manifest, refs, _ in units]
+        blobs = [blob for _, _, _, parts in units for blob in parts]
+        slots = [(self._slot_key(name), mtime, data)
+                 for name, (mtime, data) in self._slot_writes.items()]
+        counters = dict(self._counter_deltas)
+        counters["published"] = counters.get("published", 0) + len(units)
+        try:
+            written = self.backend.put(entries=entries, blobs=blobs, slots=slots,
+                                       counters=counters)
+        except StoreError as e:
+            self._problem(f"{e}; this run's results were not saved")
+            self._publishing = False
+            return
+        self.stats.published += len(units)
+        self.stats.written_bytes += written
+        self._counter_deltas.clear()
+
+    def _assemble(
+        self, stem: str
+    ) -> tuple[bytes, Manifest, list[bytes], list[bytes]] | None:
+        """A verified, normalised unit for ``stem`` from this run's writes, or None."""
+        view, codec = self._view_or_none(), self._codec
+        if view is None or codec is None:
+            return None
+        suffix = codec.suffix
+        meta_name = f"{stem}.meta{suffix}"
+        data_name = f"{stem}.data{suffix}"
+        ex_part = codec.ex_part
+        ex_name = f"{stem}.{ex_part}{suffix}"
+        meta_seq = self._write_seq.get(meta_name)
+        ex_seq = self._write_seq.get(ex_name)
+        if meta_seq is None or ex_seq is None or ex_seq < meta_seq:
+            return None  # a touch, or a unit still being written
+        if self._published_seq.get(stem, -1) >= ex_seq:
+            return None
+        self._published_seq[stem] = ex_seq
+        self.stats.rechecked += 1
+        meta = codec.read_meta(self._written[meta_name], data_name)
+        if meta is None:
+            return None
+        info = codec.meta_info(meta)
+        if stem_for(info.id, info.path) != stem:
+            return None
+        data = self._written.get(data_name)
+        if data is None:
+            offer = self._offers.get(stem)
+            if offer is None or offer.path != info.path:
+                return None
+            data = self._unit_part(offer, "data", data_name)
+            if data is None:
+                return None
+        if not _data_matches_interface(data, meta, info.interface_hash):
+            return None
+        try:
+            source = SourceFile(info.path)
+        except OSError:
+            return None
+        if source.sha1 != info.hash:
+            return None  # the file changed while mypy ran: publish nothing stale
+        ex = self._written[ex_name]
+        if codec.has_import_context(ex_part, ex):
+            return None
+        deps = list(info.deps)
+        if ex_part == "meta_ex":
+            meta_ex = codec.read_meta_ex(ex)
+            if meta_ex is None:
+                return None
+            deps += codec.meta_ex_deps(meta_ex)
+        roots = view.roots()
+        token = roots.tokenize(info.path)
+        stored_data = data if token == info.path else codec.replace_data_path(
+            data, info.path, token)
+        stored_ex = codec.map_error_files(ex_part, ex, roots.tokenize)
+        stored_meta = codec.patched_meta(
+            self._written[meta_name], data_name, path=token, mtime=0,
+            data_mtime=int(DATA_MTIME))
+        if stored_data is None or stored_ex is None or stored_meta is None:
+            return None
+        parts = [stored_meta, stored_data, stored_ex]
+        bound = roots.fingerprint() if roots.mentions_any(parts) else ""
+        manifest = Manifest(
+            path=token, bound=bound, meta=digest(stored_meta).hex(),
+            data=digest(stored_data).hex(), ex=digest(stored_ex).hex(), ex_part=ex_part,
+            interface_hash=info.interface_hash, deps=tuple(deps),
+            options=options_key(info.options),
+            local_partial_types=bool(info.options.get("local_partial_types", True)),
+            is_parallel=bool(info.options.get("is_parallel", False)),
+        )
+        refs = [bytes.fromhex(manifest.meta), bytes.fromhex(manifest.data),
+                bytes.fromhex(manifest.ex)]
+        return self._unit_key(stem, source.key), manifest, refs, parts
+
+    # -- sessions (parallel workers) ------------------------------------------------------
+
+    def _session_scratch(self) -> Scratch | None:
+        if self._scratch is not None or self._session is None:
+            return self._scratch
+        view = self._view
+        if view is None or not (view.has_workers or view.parallel_worker):
+            return None
+        try:
+            from metastore.scratch import ScratchPad
+
+            self._scratch = ScratchPad(self._session.path)
+        except Exception as e:  # the scratch pad is on local temp storage
+            self._problem(f"cannot open the session scratch pad {self._session.path}: {e}")
+            self._session = None
+        return self._scratch
+
+    def _share_with_session(self) -> None:
+        """Coordinator: pin the units offered so far; worker: share its run statistics."""
+        view = self._view
+        scratch = self._session_scratch()
+        if scratch is None or view is None:
+            return
+        if view.parallel_worker:
+            scratch.put(f"s:{os.getpid()}", json.dumps(self.stats.as_dict()).encode())
+        else:
+            for stem, offer in self._offers.items():
+                if stem in self._pinned:
+                    continue
+                self._pinned.add(stem)
+                pin = None if offer is None else {
+                    "v": offer.manifest.encode().decode(), "path": offer.path,
+                    "mtime": offer.mtime, "size": offer.size}
+                scratch.put("p:" + stem, json.dumps(pin).encode())
+            if _DEBUG:
+                _debug(f"pinned {len(self._pinned)} stems")
+        scratch.commit()
+
+    def _pinned_offer(self, stem: str) -> tuple[bool, Offer | None]:
+        """Worker: (True, the coordinator's choice) if it pinned one for ``stem``."""
+        view = self._view
+        if view is None or not view.parallel_worker:
+            return False, None
+        scratch = self._session_scratch()
+        raw = None if scratch is None else scratch.get("p:" + stem)
+        if _DEBUG:
+            _debug(f"pin {stem} scratch={scratch is not None} -> {raw is not None}")
+        if raw is None:
+            return False, None
+        pin = json.loads(raw)
+        manifest = None if pin is None else Manifest.decode(pin["v"].encode())
+        if manifest is None:
+            return True, None
+        return True, Offer(stem, pin["path"], manifest, int(pin["mtime"]), int(pin["size"]))
+
+    def _gather_worker_stats(self) -> None:
+        assert self._scratch is not None
+        for _, pid_stats in self._scratch.items("s:"):
+            self.stats.add(json.loads(pid_stats))
+
+    # -- helpers -------------------------------------------------------------------------
+
+    def _view_or_none(self, partial: bool = False) -> MypyView | None:
+        """The view of mypy's build; with ``partial``, also while mypy is still setting up.
+
+        mypy's ``BuildManager`` is located once (see :func:`find_manager`) and kept.
+        """
+        if self._view is not None:
+            return self._view
+        if self._view_failed:
+            return None
+        if self._manager is None:
+            self._manager = self._locate()
+            if self._manager is None:
+                self._view_failed = True
+                self._problem(
+                    "could not find mypy's build state; the store is not used in this run")
+                return None
+        view = MypyView(self._manager)
+        if partial:
+            return view  # during BuildManager.__init__: only the plugins snapshot is ready
+        try:
+            self._ns, self._label = view.namespace()
+        except Exception as e:
+            self._problem(f"could not read mypy's options ({e!r}); the store is not used")
+            self._view_failed = True
+            return None
+        self._codec = Codec(view.fixed_format)
+        self._view = view
+        return view
+
+    def _view_is_worker(self) -> bool:
+        return self._view is not None and self._view.parallel_worker
+
+    def _bump(self, counter: str) -> None:
+        self._counter_deltas[counter] = self._counter_deltas.get(counter, 0) + 1
+
+    def _problem(self, message: str) -> None:
+        if message not in self.stats.problems:
+            self.stats.problems.append(message)
+            self._report(message)
+
+
+def _data_matches_interface(data: bytes, meta: Any, interface_hash: str) -> bool:
+    """mypy's interface hash: sha1 of the data entry plus the JSON of the plugin data."""
+    from mypy.util import hash_digest_bytes, json_dumps
+
+    try:
+        computed = hash_digest_bytes(data + json_dumps(meta.plugin_data))
+    except Exception:
+        return False
+    value = computed.hex() if isinstance(computed, bytes) else str(computed)
+    return value == interface_hash
+
+
+class _Session:
+    """The processes of one mypy build: the coordinator and its parallel workers.
+
+    The coordinator creates the session when it opens the store and exports it in the
+    environment, which mypy passes on to the workers it starts.
+    """
+
+    def __init__(self, ident: str, coordinator_pid: int) -> None:
+        self.ident = ident
+        self.is_coordinator = coordinator_pid == os.getpid()
+        self.path = os.path.join(_session_dir(), f"{ident}.db")
+
+    @classmethod
+    def current(cls) -> _Session | None:
+        raw = os.environ.get(SESSION_ENV)
+        if not raw or ":" not in raw:
+            return None
+        ident, _, pid = raw.partition(":")
+        try:
+            return cls(ident, int(pid))
+        except ValueError:
+            return None
+
+    @classmethod
+    def start(cls) -> None:
+        """Called by the coordinator before mypy starts any worker."""
+        os.environ[SESSION_ENV] = f"{os.urandom(8).hex()}:{os.getpid()}"
+        try:
+            from metastore.scratch import prune_scratch_dir
+
+            prune_scratch_dir(_session_dir(), 24 * 3600)
+        except Exception:
+            pass
+
+    @classmethod
+    def end(cls) -> None:
+        os.environ.pop(SESSION_ENV, None)
+
+    def remove(self) -> None:
+        try:
+            from metastore.scratch import remove_scratch
+
+            remove_scratch(self.path)
+        except Exception:
+            pass
+
+
+def _session_dir() -> str:
+    return os.path.join(tempfile.gettempdir(), f"mypy-metastore-sessions-{_uid()}")
+
+
+def _uid() -> str:
+    getuid = getattr(os, "getuid", None)
+    return str(getuid()) if getuid is not None else "user"
+
+
+_DEBUG = os.environ.get("MYPY_METASTORE_DEBUG_LOG", "")
+
+
+def _debug(message: str) -> None:
+    """Append a line to the file named by ``MYPY_METASTORE_DEBUG_LOG`` (developers only)."""
+    with open(_DEBUG, "a") as f:
+        f.write(f"{os.getpid()} {message}\n")
+
+
+def print_problem(message: str) -> None:
+    print(f"mypy-metastore: {message}", file=sys.stderr, flush=True)
+
+
+__all__ = ["MypyStore", "RunStats", "Manifest", "PLUGINS_SNAPSHOT", "Roots"]

@@ -1,0 +1,142 @@
+"""Read-only view of the running mypy build: options, plugins, module paths, roots.
+
+The SQL seam cannot see mypy's options, so the store reads them from mypy's own
+``BuildManager`` (found by the seam). Only attributes and module-level functions that
+mypy 1.20-2.4 all have are used, and nothing here changes mypy's state: in particular
+module paths are taken from mypy's *existing* lookup results, never by calling
+``find_module`` (which caches its answer and could change mypy's diagnostics).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+from metastore.cache_codec import canonical_json
+from metastore.paths import Roots
+from metastore.store import digest
+
+
+class MypyView:
+    """What the store needs to know about one mypy build (one ``BuildManager``)."""
+
+    def __init__(self, manager: Any) -> None:
+        self.manager = manager
+        self.options = manager.options
+        self.fixed_format = bool(getattr(self.options, "fixed_format_cache", False))
+        self.parallel_worker = bool(getattr(manager, "parallel_worker", False))
+        self.has_workers = int(getattr(self.options, "num_workers", 0) or 0) > 0
+        self._roots: Roots | None = None
+        self._options_cache: dict[str, str] = {}
+
+    # -- namespace ---------------------------------------------------------------------
+
+    def namespace(self) -> tuple[bytes, str]:
+        """(digest, human label) of what mypy treats as globally incompatible.
+
+        Entries from another namespace are never offered: another mypy version, cache
+        format, Python version, or set of plugins (mypy itself throws the whole cache
+        away when its plugins snapshot changes).
+        """
+        from metastore.cache_codec import cache_version, mypy_cache
+
+        snapshot = dict(getattr(self.manager, "plugins_snapshot", {}) or {})
+        parts = {
+            "version": str(self.manager.version_id),
+            "format": "ff" if self.fixed_format else "json",
+            "cache_versions": [cache_version(), getattr(mypy_cache, "CACHE_VERSION", 0)],
+            "python_version": list(self.options.python_version),
+            "plugins": snapshot,
+        }
+        fmt = "ff" if self.fixed_format else "json"
+        pyver = "%d.%d" % tuple(self.options.python_version)
+        plugins = "no plugins" if not snapshot else "plugins " + digest(
+            canonical_json(snapshot).encode()
+        ).hex()[:8]
+        label = f"mypy {self.manager.version_id} {fmt} py{pyver} {plugins}"
+        return digest(canonical_json(parts).encode()), label
+
+    def plugins_snapshot(self) -> dict[str, str]:
+        return dict(getattr(self.manager, "plugins_snapshot", {}) or {})
+
+    # -- per module ----------------------------------------------------------------------
+
+    def options_key(self, module_id: str) -> str | None:
+        """mypy's own per-module options snapshot (``mypy.build.options_snapshot``), as text.
+
+        None if mypy cannot compute it at this point of the build.
+        """
+        cached = self._options_cache.get(module_id)
+        if cached is not None:
+            return cached
+        try:
+            from mypy.build import options_snapshot
+
+            snapshot = options_snapshot(module_id, self.manager)
+        except Exception:
+            return None
+        key = canonical_json(snapshot)
+        self._options_cache[module_id] = key
+        return key
+
+    def module_path(self, module_id: str) -> str | None:
+        """The path mypy uses for ``module_id``, if mypy has already decided it.
+
+        Sources come from the command line (``BuildSourceSet``); imported modules from
+        the results mypy's module finder already holds.
+        """
+        source_modules = getattr(self.manager.source_set, "source_modules", {})
+        path = source_modules.get(module_id)
+        if path:
+            return str(path)
+        results = getattr(self.manager.find_module_cache, "results", {})
+        found = results.get(module_id)
+        if isinstance(found, str):
+            return found
+        return None
+
+    def roots(self) -> Roots:
+        """Directories whose location may change between runs: the current directory,
+        mypy's search paths (site-packages, typeshed, MYPYPATH) and the interpreter's prefixes.
+        """
+        if self._roots is not None:
+            return self._roots
+        named: list[tuple[str, str]] = [("cwd", os.getcwd())]
+        search = getattr(self.manager, "search_paths", None)
+        for kind in ("package_path", "typeshed_path", "mypy_path"):
+            for index, directory in enumerate(getattr(search, kind, ()) or ()):
+                named.append((f"{kind}{index}", os.path.abspath(directory)))
+        named.append(("prefix", sys.prefix))
+        named.append(("base_prefix", sys.base_prefix))
+        self._roots = Roots.from_dirs(named)
+        return self._roots
+
+
+def find_manager(owner: object) -> Any | None:
+    """The ``BuildManager`` whose metadata store holds ``owner`` (one of our connections).
+
+    mypy keeps its SQLite connections in ``SqliteMetadataStore.dbs`` (a list) and the
+    store in ``BuildManager.metastore``; three referrer hops lead from our connection to
+    the build it belongs to. Costs a few milliseconds, once per build and process.
+
+    Call it early (mypy reads its plugins snapshot from the store inside
+    ``BuildManager.__init__``) and keep the answer: mypy's workers later ``gc.freeze()``
+    their objects, and frozen objects are invisible to ``gc.get_referrers``.
+    """
+    import gc
+
+    stores: list[object] = []
+    for holder in gc.get_referrers(owner):
+        if type(holder).__name__ == "SqliteMetadataStore":
+            stores.append(holder)  # mypy 1.20: the connection is the store's ``db``
+        elif isinstance(holder, list):  # mypy 2.x: the store's ``dbs`` shard list
+            stores.extend(s for s in gc.get_referrers(holder)
+                          if type(s).__name__ == "SqliteMetadataStore")
+    for store in stores:
+        for manager in gc.get_referrers(store):
+            if type(manager).__name__ == "BuildManager" and getattr(
+                manager, "metastore", None
+            ) is store:
+                return manager
+    return None
