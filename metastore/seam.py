@@ -1,0 +1,228 @@
+"""The SQL seam: mypy's SQLite cache calls, answered by the content-addressed store.
+
+Compiled mypy cannot be given another ``MetadataStore``, but its
+``SqliteMetadataStore`` opens its database with ``sqlite3.dbapi2.connect(...)`` looked up
+at call time, and only uses ``execute`` (with ``fetchall`` or iteration on the result),
+``executescript``, ``commit`` and ``close`` (mypy/metastore.py, 1.20-2.4). :func:`install`
+replaces that function; the connections it returns translate mypy's few statements into
+calls on :class:`metastore.mypy_store.MypyStore`.
+
+Only databases named like mypy's cache (``<cache-dir>/<X.Y>/cache.db`` or
+``cache.<n>.db``) are intercepted; anything else gets a real SQLite connection. If the
+store cannot be opened, mypy gets real connections too and runs exactly as stock mypy,
+after one line on stderr saying why.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any
+
+from metastore.config import Config
+
+if TYPE_CHECKING:
+    from metastore.mypy_store import MypyStore
+    from metastore.store import Store
+
+_CACHE_DB = re.compile(r"(^|[/\\])\d+\.\d+[/\\]cache(\.\d+)?\.db$")
+
+_config: Config | None = None
+_real_connect: Callable[..., Any] | None = None
+_run: _Run | None = None
+_reported: set[str] = set()
+
+
+def install(config: Config) -> None:
+    """Route mypy's SQLite cache in this process to the store described by ``config``.
+
+    Idempotent. Costs nothing until mypy opens its cache.
+    """
+    global _config, _real_connect
+    import sqlite3.dbapi2 as dbapi2
+
+    _config = config
+    if getattr(dbapi2.connect, "_mypy_metastore", False):
+        return
+    _real_connect = dbapi2.connect
+
+    def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
+        return _connect(database, args, kwargs)
+
+    connect._mypy_metastore = True  # type: ignore[attr-defined]
+    dbapi2.connect = connect
+
+
+def report_once(message: str) -> None:
+    """Print ``mypy-metastore: <message>`` on stderr, once per process."""
+    if message not in _reported:
+        _reported.add(message)
+        print(f"mypy-metastore: {message}", file=sys.stderr, flush=True)
+
+
+def _connect(database: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    global _run
+    assert _real_connect is not None
+    if _config is None or not isinstance(database, str) or not _CACHE_DB.search(database):
+        return _real_connect(database, *args, **kwargs)
+    prefix = os.path.dirname(os.path.abspath(database))
+    if _run is None or _run.prefix != prefix or database in _run.files:
+        if _run is not None:
+            _run.finish(final=False)
+        _run = _Run(prefix, _config)
+    _run.files.add(database)
+    if _run.store is None:
+        return _real_connect(database, *args, **kwargs)
+    return ShimConnection(_run, database)
+
+
+class _Run:
+    """One mypy build in this process: the shard connections it opened, one store."""
+
+    def __init__(self, prefix: str, config: Config) -> None:
+        # Imported here, not at module level: the startup hook installs the seam while
+        # mypy.build is being imported, before mypy's cache classes may be imported.
+        from metastore.mypy_store import MypyStore, _Session
+        from metastore.store import Store, StoreError
+
+        self.prefix = prefix
+        self.files: set[str] = set()
+        self.open = 0
+        self.stats_enabled = config.stats.value
+        self.store_path = config.store.value
+        self.backend: Store | None = None
+        self.store: MypyStore | None = None
+        self.first: ShimConnection | None = None
+        session = _Session.current()
+        if session is None or session.is_coordinator:
+            _Session.start()
+        self.is_coordinator = _Session.current() is not None and bool(
+            getattr(_Session.current(), "is_coordinator", False))
+        try:
+            self.backend = Store(config.store.value, list(config.bases.value))
+        except StoreError as e:
+            report_once(f"{e}; running mypy without the store")
+            if self.is_coordinator:
+                _Session.end()
+            return
+        except Exception as e:  # never let the store stop mypy
+            report_once(f"cannot open the store {config.store.value}: {e}; "
+                        "running mypy without the store")
+            if self.is_coordinator:
+                _Session.end()
+            return
+        self.store = MypyStore(self.backend, self._locate, store_path=self.store_path,
+                               report=report_once)
+
+    def _locate(self) -> Any | None:
+        from metastore.mypy_view import find_manager
+
+        return None if self.first is None else find_manager(self.first)
+
+    def finish(self, *, final: bool) -> None:
+        if self.store is None:
+            return
+        store, self.store = self.store, None
+        try:
+            stats = store.close(final=final and self.is_coordinator)
+        except Exception as e:
+            report_once(f"internal error while saving results: {e!r}")
+            stats = store.stats
+        if final and self.is_coordinator and self.stats_enabled:
+            print(stats.line(self.store_path), file=sys.stderr, flush=True)
+        if self.backend is not None:
+            try:
+                self.backend.close()
+            except Exception:
+                pass
+        if self.is_coordinator:
+            from metastore.mypy_store import _Session
+
+            _Session.end()
+
+
+class ShimCursor:
+    """The result of one statement: what mypy calls ``fetchall`` on or iterates."""
+
+    def __init__(self, rows: Sequence[tuple[Any, ...]] = ()) -> None:
+        self._rows = list(rows)
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return self._rows
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self._rows[0] if self._rows else None
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return iter(self._rows)
+
+
+class ShimConnection:
+    """A DB-API-shaped connection that answers mypy's cache statements from the store.
+
+    Contract with mypy: a miss is zero rows; a failed write raises
+    ``sqlite3.OperationalError`` (which mypy treats as "entry not written"); nothing else
+    ever raises - an internal problem is reported once and answered as a miss.
+    """
+
+    def __init__(self, run: _Run, database: str) -> None:
+        self._run = run
+        self._database = database
+        self._closed = False
+        run.open += 1
+        if run.first is None:
+            run.first = self
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> ShimCursor:
+        store = self._run.store
+        if store is None:
+            return ShimCursor()
+        verb = sql.lstrip()[:24].upper()
+        try:
+            if verb.startswith("SELECT MTIME"):
+                mtime = store.getmtime(params[0])
+                return ShimCursor([] if mtime is None else [(float(mtime),)])
+            if verb.startswith("SELECT DATA"):
+                data = store.read(params[0])
+                return ShimCursor([] if data is None else [(data,)])
+            if verb.startswith("INSERT"):
+                name, mtime, data = params
+                if not store.write(name, bytes(data), mtime):
+                    raise sqlite3.OperationalError(f"cannot write {name}")
+                return ShimCursor()
+            if verb.startswith("SELECT PATH"):
+                return ShimCursor([(name,) for name in store.names()])
+            return ShimCursor()  # PRAGMA, CREATE, DELETE (mypy <= 1.18 only)
+        except sqlite3.OperationalError:
+            raise
+        except Exception as e:
+            report_once(f"internal error ({e!r}); treating the entry as missing")
+            if verb.startswith("INSERT"):
+                raise sqlite3.OperationalError(str(e)) from None
+            return ShimCursor()
+
+    def executescript(self, script: str) -> None:
+        """mypy creates its schema here; the store has its own."""
+
+    def commit(self) -> None:
+        store = self._run.store
+        if store is None:
+            return
+        try:
+            store.commit()
+        except Exception as e:
+            report_once(f"internal error while saving results ({e!r})")
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._run.open -= 1
+        if self._run.open <= 0:
+            self._run.finish(final=True)
+            global _run
+            if _run is self._run:
+                _run = None
