@@ -246,7 +246,7 @@ class MypyStore:
         self._publishing = backend is not None
         self._pinned: set[str] = set()
         self._counter_deltas: dict[str, int] = {}
-        self._session = _Session.current()
+        self._session = Session.current()
         self._scratch: Scratch | None = None
 
     # -- mypy's protocol ---------------------------------------------------------------
@@ -290,8 +290,9 @@ class MypyStore:
             if part == "meta":
                 self.stats.meta_writes += 1
             self._dirty.add(stem)
+            view = self._view_or_none()
             scratch = self._session_scratch()
-            if scratch is not None and self._view is not None and self._view.parallel_worker:
+            if scratch is not None and view is not None and view.parallel_worker:
                 scratch.put("n:" + name, data)
             return True
         finally:
@@ -340,6 +341,7 @@ class MypyStore:
             return None if slot is None else slot[1]
         if name in self._written:
             return self._written[name]
+        self._view_or_none()  # the session (scratch pad) depends on the build's options
         scratch = self._session_scratch()
         if scratch is not None:
             shared = scratch.get("n:" + name)
@@ -761,11 +763,13 @@ def _data_matches_interface(data: bytes, meta: Any, interface_hash: str) -> bool
     return value == interface_hash
 
 
-class _Session:
+class Session:
     """The processes of one mypy build: the coordinator and its parallel workers.
 
-    The coordinator creates the session when it opens the store and exports it in the
-    environment, which mypy passes on to the workers it starts.
+    The session is created when the seam is installed in the coordinator process, before
+    mypy starts any worker (mypy 1.20 starts them before it opens its cache), and travels
+    to the workers in the environment mypy gives them. Each build of the coordinator
+    starts from an empty scratch pad.
     """
 
     def __init__(self, ident: str, coordinator_pid: int) -> None:
@@ -774,7 +778,7 @@ class _Session:
         self.path = os.path.join(_session_dir(), f"{ident}.db")
 
     @classmethod
-    def current(cls) -> _Session | None:
+    def current(cls) -> Session | None:
         raw = os.environ.get(SESSION_ENV)
         if not raw or ":" not in raw:
             return None
@@ -785,21 +789,19 @@ class _Session:
             return None
 
     @classmethod
-    def start(cls) -> None:
-        """Called by the coordinator before mypy starts any worker."""
-        os.environ[SESSION_ENV] = f"{os.urandom(8).hex()}:{os.getpid()}"
-        try:
-            from metastore.scratch import prune_scratch_dir
+    def ensure(cls) -> None:
+        """Create this process's session unless it belongs to another one (a worker)."""
+        if cls.current() is None:
+            os.environ[SESSION_ENV] = f"{os.urandom(8).hex()}:{os.getpid()}"
+            try:
+                from metastore.scratch import prune_scratch_dir
 
-            prune_scratch_dir(_session_dir(), 24 * 3600)
-        except Exception:
-            pass
-
-    @classmethod
-    def end(cls) -> None:
-        os.environ.pop(SESSION_ENV, None)
+                prune_scratch_dir(_session_dir(), 24 * 3600)
+            except Exception:
+                pass
 
     def remove(self) -> None:
+        """Delete the scratch pad (the coordinator does this at the start and end of a build)."""
         try:
             from metastore.scratch import remove_scratch
 

@@ -45,6 +45,9 @@ def install(config: Config) -> None:
     import sqlite3.dbapi2 as dbapi2
 
     _config = config
+    from metastore.mypy_store import Session
+
+    Session.ensure()
     if getattr(dbapi2.connect, "_mypy_metastore", False):
         return
     _real_connect = dbapi2.connect
@@ -85,7 +88,7 @@ class _Run:
     def __init__(self, prefix: str, config: Config) -> None:
         # Imported here, not at module level: the startup hook installs the seam while
         # mypy.build is being imported, before mypy's cache classes may be imported.
-        from metastore.mypy_store import MypyStore, _Session
+        from metastore.mypy_store import MypyStore, Session
         from metastore.store import Store, StoreError
 
         self.prefix = prefix
@@ -96,23 +99,18 @@ class _Run:
         self.backend: Store | None = None
         self.store: MypyStore | None = None
         self.first: ShimConnection | None = None
-        session = _Session.current()
-        if session is None or session.is_coordinator:
-            _Session.start()
-        self.is_coordinator = _Session.current() is not None and bool(
-            getattr(_Session.current(), "is_coordinator", False))
+        session = Session.current()
+        self.is_coordinator = session is None or session.is_coordinator
+        if session is not None and session.is_coordinator:
+            session.remove()  # a new build of this process starts with an empty scratch pad
         try:
             self.backend = Store(config.store.value, list(config.bases.value))
         except StoreError as e:
             report_once(f"{e}; running mypy without the store")
-            if self.is_coordinator:
-                _Session.end()
             return
         except Exception as e:  # never let the store stop mypy
             report_once(f"cannot open the store {config.store.value}: {e}; "
                         "running mypy without the store")
-            if self.is_coordinator:
-                _Session.end()
             return
         self.store = MypyStore(self.backend, self._locate, store_path=self.store_path,
                                report=report_once)
@@ -138,10 +136,6 @@ class _Run:
                 self.backend.close()
             except Exception:
                 pass
-        if self.is_coordinator:
-            from metastore.mypy_store import _Session
-
-            _Session.end()
 
 
 class ShimCursor:
