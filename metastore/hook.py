@@ -22,12 +22,19 @@ def _is_mypy_cli() -> bool:
         os.path.join("mypy", "__main__.py"))
 
 
+def _in_dropin() -> bool:
+    """True in the ``mypy-metastore`` process itself, which installs the store on its own."""
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    return "metastore.dropin" in sys.modules or getattr(spec, "name", "") == "metastore.dropin"
+
+
 def activate() -> None:
     """Install the store in this process if the environment or the configuration asks for it.
 
     Prints one line and leaves mypy alone on a configuration or version problem.
     """
-    if os.environ.get("MYPY_METASTORE") == "0":
+    if os.environ.get("MYPY_METASTORE") == "0" or _in_dropin():
         return
     from_environment = os.environ.get("MYPY_METASTORE") == "1"
     mypy_argv = sys.argv[1:] if _is_mypy_cli() else []

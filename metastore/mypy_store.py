@@ -240,7 +240,6 @@ class MypyStore:
         self._published_seq: dict[str, int] = {}
         self._dirty: set[str] = set()
         self._offers: dict[str, Offer | None] = {}
-        self._in_progress: set[str] = set()
         self._sources: dict[str, SourceFile | None] = {}
         self._blob_cache: dict[str, bytes] = {}
         self._publishing = backend is not None
@@ -433,7 +432,7 @@ class MypyStore:
     # -- selection -----------------------------------------------------------------------
 
     def _offer(self, stem: str) -> Offer | None:
-        """The unit offered for ``stem`` in this run (memoised; see Selector rules)."""
+        """The unit offered for ``stem`` in this run (memoised; see :meth:`_select_closure`)."""
         if stem in self._offers:
             return self._offers[stem]
         view = self._view_or_none()
@@ -443,15 +442,10 @@ class MypyStore:
         if is_pinned:
             self._offers[stem] = pinned
             return pinned
-        self._in_progress.add(stem)
-        try:
-            offer = self._select(stem, view)
-        finally:
-            self._in_progress.discard(stem)
-        self._offers[stem] = offer
+        self._select_closure(stem, view)
         if view.has_workers and not view.parallel_worker:
             self._request_commit()
-        return offer
+        return self._offers.get(stem)
 
     def _request_commit(self) -> None:
         """Make mypy's next ``commit()`` reach this store.
@@ -466,10 +460,112 @@ class MypyStore:
         if isinstance(dirty, set):
             dirty.add(0)
         else:
-            # mypy 1.20 commits nothing before dispatching work: share the pin right away.
             self._share_with_session()
 
-    def _select(self, stem: str, view: MypyView) -> Offer | None:
+    def _select_closure(self, root: str, view: MypyView) -> None:
+        """Choose units for ``root`` and every not-yet-chosen module its candidates depend on.
+
+        Units are chosen together so that, as far as the store allows, every recorded
+        dependency hash equals the interface hash of the unit chosen for that dependency
+        - import cycles included. Start from the newest candidate of each module, then
+        repeatedly re-choose each module's candidate to minimise the mismatched edges it
+        takes part in - its own recorded hashes and those its dependents recorded for it -
+        keeping the current one on ties, until nothing changes (a local search).
+        A wrong choice only costs a re-check: mypy compares the hashes itself.
+        """
+        found: dict[str, tuple[str, SourceFile, list[tuple[int, int, Manifest]]] | None] = {}
+        pending = [root]
+        while pending:
+            stem = pending.pop()
+            if stem in found or stem in self._offers:
+                continue
+            found[stem] = entry = self._candidates(stem, view)
+            if entry is None:
+                continue
+            for _, _, manifest in entry[2]:
+                for dep, _ in manifest.deps:
+                    dep_path = view.module_path(dep)
+                    if dep_path is not None:
+                        pending.append(stem_for(dep, dep_path))
+        choice: dict[str, Manifest] = {}
+        for stem, entry in found.items():
+            if entry is not None and entry[2]:
+                choice[stem] = min(entry[2], key=lambda c: (c[0], -c[1]))[2]
+
+        stems: dict[str, str | None] = {}
+
+        def stem_of(module: str) -> str | None:
+            if module not in stems:
+                dep_path = view.module_path(module)
+                stems[module] = None if dep_path is None else stem_for(module, dep_path)
+            return stems[module]
+
+        def interface(dep: str) -> str | None:
+            dep_stem = stem_of(dep)
+            if dep_stem is None:
+                return None
+            if dep_stem in choice:
+                return choice[dep_stem].interface_hash
+            offer = self._offers.get(dep_stem)
+            return None if offer is None else offer.manifest.interface_hash
+
+        def mismatches(manifest: Manifest) -> int:
+            count = 0
+            for dep, recorded in manifest.deps:
+                current = interface(dep)
+                if current is not None and current != recorded:
+                    count += 1
+            return count
+
+        for _ in range(16):
+            # What the current choices record for each module: a candidate is also
+            # judged by the mismatches it would cause in the modules that depend on it.
+            expected: dict[str, list[str]] = {}
+            for manifest in choice.values():
+                for dep, recorded in manifest.deps:
+                    dep_stem = stem_of(dep)
+                    if dep_stem is not None and dep_stem in choice:
+                        expected.setdefault(dep_stem, []).append(recorded)
+            changed = False
+            for stem, current in list(choice.items()):
+                entry = found[stem]
+                assert entry is not None
+                wanted = expected.get(stem, [])
+
+                def cost(c: tuple[int, int, Manifest], wanted: list[str] = wanted,
+                         current: Manifest = current) -> tuple[int, bool, int, int]:
+                    caused = sum(1 for h in wanted if h != c[2].interface_hash)
+                    return (mismatches(c[2]) + caused, c[2] is not current, c[0], -c[1])
+
+                best = min(entry[2], key=cost)[2]
+                if best is not current:
+                    choice[stem] = best
+                    changed = True
+            if not changed:
+                break
+        if _DEBUG:
+            for stem, manifest in choice.items():
+                entry = found[stem]
+                assert entry is not None
+                _debug(f"choose {stem}: {len(entry[2])} candidates, chosen seq "
+                       f"{[c[1] for c in entry[2] if c[2] is manifest]} "
+                       f"mismatches {mismatches(manifest)} "
+                       f"bad deps {[d for d, h in manifest.deps if interface(d) not in (None, h)]}")
+        for stem, entry in found.items():
+            if entry is None or stem not in choice:
+                self._offers[stem] = None
+            else:
+                path, source, _ = entry
+                self._offers[stem] = Offer(stem, path, choice[stem], source.mtime, source.size)
+
+    def _candidates(
+        self, stem: str, view: MypyView
+    ) -> tuple[str, SourceFile, list[tuple[int, int, Manifest]]] | None:
+        """(path mypy uses, its source, usable candidates as (layer, seq, manifest)), or None.
+
+        Usable: stored for this very source, path and roots, and for the options mypy
+        will compare (so mypy would not throw it away before looking at dependencies).
+        """
         module = module_id(stem)
         path = view.module_path(module)
         if path is None or stem_for(module, path) != stem:
@@ -486,7 +582,7 @@ class MypyStore:
         roots = view.roots()
         fingerprint = roots.fingerprint()
         options = view.options_key(module)
-        best: tuple[tuple[int, int, int], Manifest] | None = None
+        usable = []
         for entry in entries:
             manifest = Manifest.decode(entry.value)
             if manifest is None or manifest.ex_part not in ("meta_ex", "err"):
@@ -499,31 +595,8 @@ class MypyStore:
                 continue
             if not manifest.local_partial_types and manifest.is_parallel != view.has_workers:
                 continue
-            mismatches = self._dependency_mismatches(manifest, view)
-            rank = (mismatches, entry.layer, -entry.seq)
-            if best is None or rank < best[0]:
-                best = (rank, manifest)
-        if best is None:
-            return None
-        return Offer(stem, path, best[1], source.mtime, source.size)
-
-    def _dependency_mismatches(self, manifest: Manifest, view: MypyView) -> int:
-        """How many recorded dependency hashes differ from the units offered for them."""
-        mismatches = 0
-        for dep, recorded in manifest.deps:
-            dep_path = view.module_path(dep)
-            if dep_path is None:
-                continue
-            dep_stem = stem_for(dep, dep_path)
-            if dep_stem in self._in_progress:
-                continue  # a cycle: assume consistent, mypy checks it anyway
-            try:
-                offer = self._offer(dep_stem)
-            except RecursionError:
-                continue
-            if offer is not None and offer.manifest.interface_hash != recorded:
-                mismatches += 1
-        return mismatches
+            usable.append((entry.layer, entry.seq, manifest))
+        return path, source, usable
 
     def _source(self, path: str) -> SourceFile | None:
         if path not in self._sources:
