@@ -1,0 +1,158 @@
+"""The drop-in command ``mypy-metastore``: mypy's argv plus ``--metastore-*`` flags.
+
+``mypy-metastore ARGS`` behaves exactly like ``mypy ARGS`` (same output, same exit
+status) except that mypy's cache goes through the store. The ``--metastore-*`` flags are
+removed before mypy sees argv. Any problem with the store prints ONE line on stderr
+starting ``mypy-metastore: `` and mypy then runs without the store; only an unknown or
+malformed ``--metastore-*`` flag is a usage error (exit status 2, like mypy's own).
+
+Also runnable as ``python -m metastore.dropin``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import MutableMapping, Sequence
+
+from metastore.config import (
+    ENV_ENABLED,
+    Config,
+    ConfigError,
+    Setting,
+    export_to_environ,
+    load_config,
+    split_argv,
+)
+
+__all__ = ["main", "prepare"]
+
+PREFIX = "mypy-metastore: "
+DROPIN_SOURCE = "mypy-metastore (on unless --metastore-off or MYPY_METASTORE=0)"
+
+
+def _warn(message: str) -> None:
+    sys.stderr.write(PREFIX + " ".join(message.split()) + "\n")
+    sys.stderr.flush()
+
+
+def dropin_config(config: Config) -> Config:
+    """The drop-in's view of ``config``: the store is on unless a flag or env says otherwise.
+
+    ``enabled`` from the default or a file (which are about plain ``mypy``) is replaced by
+    True; ``enabled`` from ``--metastore-off`` or ``MYPY_METASTORE`` is kept.
+    """
+    source = config.enabled.source
+    if source.startswith("flag ") or source.startswith("env "):
+        return config
+    return dataclasses.replace(config, enabled=Setting(True, DROPIN_SOURCE))
+
+
+def _with_sqlite_cache(mypy_argv: Sequence[str]) -> list[str]:
+    """``mypy_argv`` with ``--sqlite-cache`` added last (before a bare ``--`` if any)."""
+    args = list(mypy_argv)
+    at = args.index("--") if "--" in args else len(args)
+    args.insert(at, "--sqlite-cache")
+    return args
+
+
+def _uses_cache_map(mypy_argv: Sequence[str]) -> bool:
+    for arg in mypy_argv:
+        if arg == "--":
+            return False
+        if arg == "--cache-map" or arg.startswith("--cache-map="):
+            return True
+    return False
+
+
+def prepare(
+    argv: Sequence[str], environ: MutableMapping[str, str] = os.environ
+) -> tuple[list[str], Config | None]:
+    """Split ``argv``, resolve the configuration and activate the store if possible.
+
+    Returns ``(mypy_argv, config)`` where ``config`` is the active configuration, or None
+    if mypy is to run without the store. When the store is active, ``environ`` has been
+    updated by :func:`export_to_environ` (so mypy's workers see the same configuration),
+    ``metastore.seam.install(config)`` has run, and ``mypy_argv`` ends with
+    ``--sqlite-cache``. When it is not, ``environ[MYPY_METASTORE]`` is "0" so that neither
+    workers nor the startup hook activate it behind our back.
+
+    Raises ConfigError only for bad ``--metastore-*`` flags (see split_argv); every other
+    problem is reported as one line on stderr.
+    """
+    flags, mypy_argv = split_argv(argv)
+    try:
+        config = dropin_config(load_config(flags, mypy_argv=mypy_argv, environ=environ))
+    except ConfigError as e:
+        _warn(f"{e}; running mypy without the store")
+        environ[ENV_ENABLED] = "0"
+        return mypy_argv, None
+
+    if not config.enabled.value:
+        export_to_environ(config, environ)
+        return mypy_argv, None
+
+    if _uses_cache_map(mypy_argv):
+        _warn(
+            "--cache-map cannot be used with the store (mypy allows it only without "
+            "--sqlite-cache); running mypy without the store"
+        )
+        environ[ENV_ENABLED] = "0"
+        return mypy_argv, None
+
+    try:
+        from metastore import compat
+
+        reason = compat.unsupported_reason()
+    except Exception as e:  # an import or environment problem must not stop mypy
+        reason = (
+            f"cannot check compatibility ({type(e).__name__}: {e}); "
+            "running mypy without the store"
+        )
+    if reason is not None:
+        _warn(reason)
+        environ[ENV_ENABLED] = "0"
+        return mypy_argv, None
+
+    export_to_environ(config, environ)
+    try:
+        from metastore.seam import install
+
+        install(config)
+    except Exception as e:  # a store problem must not stop mypy
+        _warn(f"{e or type(e).__name__}; running mypy without the store")
+        environ[ENV_ENABLED] = "0"
+        return mypy_argv, None
+    return _with_sqlite_cache(mypy_argv), config
+
+
+def run_mypy(mypy_argv: Sequence[str]) -> None:
+    """Run mypy exactly as its ``mypy`` console script does, with ``mypy_argv``.
+
+    Sets ``sys.argv`` to ``["mypy", *mypy_argv]`` (mypy's ``console_entry`` reads argv
+    from there, also in its KeyboardInterrupt and crash paths) and calls
+    ``mypy.__main__.console_entry()``, which flushes stdout/stderr, handles BrokenPipe,
+    KeyboardInterrupt and internal errors (exit status 2) and leaves the exit status to
+    mypy's ``main`` (0 clean, 1 errors, 2 blocking errors / usage). Same code in mypy
+    1.20.2 .. 2.4.1. May not return (mypy calls sys.exit / os._exit).
+    """
+    sys.argv = ["mypy", *mypy_argv]
+    from mypy.__main__ import console_entry
+
+    console_entry()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of ``mypy-metastore``; ``argv`` defaults to ``sys.argv[1:]``."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    try:
+        mypy_argv, _config = prepare(args, os.environ)
+    except ConfigError as e:
+        _warn(f"error: {e}")
+        sys.exit(2)
+    run_mypy(mypy_argv)
+
+
+if __name__ == "__main__":
+    main()
