@@ -1,0 +1,132 @@
+"""End-to-end: the drop-in on real projects, compared with the oracle (``mypy --no-incremental``).
+
+Every run is checked by :meth:`Harness.check`: stdout and exit status equal the oracle's on the
+same tree, stderr clean, one stats line naming the store used, and the number of modules
+re-checked (from ``mypy -v``) as claimed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from helpers import gen, venvs
+from helpers.run import Harness
+
+pytestmark = pytest.mark.e2e
+
+SPEC = gen.ProjectSpec()
+
+
+def _cold(h: Harness, proj: Path, args: list[str] | None = None) -> None:
+    run = h.dropin(proj, args or [])
+    v, s = h.check(run)
+    assert v.rechecked > 40, "a cold run checks every module"
+    assert s.published > 0 and s.written_bytes > 0, f"cold run published nothing: {s}"
+    assert s.meta_writes > 0, f"cold run: mypy wrote no meta? {s}"
+
+
+def test_cold_then_warm(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    proj = tmp_path / "proj"
+    gen.write_tree(proj, gen.generate(SPEC))
+    _cold(h, proj)
+    assert h.store.exists()
+    h.check(h.dropin(proj), warm=True)
+    # Warm from the store alone: a new, empty --cache-dir.
+    h.check(h.dropin(proj, cache_dir=h.fresh_cache_dir()), warm=True)
+    # The flag's store was used, never the default one under $XDG_CACHE_HOME.
+    assert not (Path(h.env["XDG_CACHE_HOME"]) / "mypy-metastore").exists()
+
+
+def test_edit_leaf_module(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    files = gen.generate(SPEC)
+    proj = tmp_path / "proj"
+    gen.write_tree(proj, files)
+    _cold(h, proj)
+    for n in (1, 2):
+        gen.write_tree(proj, gen.edit_leaf(files, SPEC, n))
+        v, s = h.check(h.dropin(proj), rechecked=1)
+        assert v.rechecked_modules == (gen.module_name(gen.leaf_path(SPEC)),)
+        assert s.published >= 1
+        h.check(h.dropin(proj), warm=True)
+
+
+def test_edit_core_interface(harness: Harness, tmp_path: Path) -> None:
+    """An interface change re-checks exactly what stock mypy re-checks, and is exact."""
+    h = harness
+    files = gen.generate(SPEC)
+    proj = tmp_path / "proj"
+    ref = tmp_path / "ref"
+    gen.write_tree(proj, files)
+    gen.write_tree(ref, files)
+    ref_cache = tmp_path / "ref-cache"
+    h.stock(ref, cache_dir=ref_cache)
+    _cold(h, proj)
+    edited = gen.edit_core(files, 1)
+    gen.write_tree(proj, edited)
+    gen.write_tree(ref, edited)
+    stock = h.stock(ref, cache_dir=ref_cache).verbose
+    assert stock.rechecked > 20
+    v, _ = h.check(h.dropin(proj))
+    assert sorted(v.rechecked_modules) == sorted(stock.rechecked_modules)
+    h.check(h.dropin(proj), warm=True)
+
+
+def test_alternate_two_versions(harness: Harness, tmp_path: Path) -> None:
+    """A B A B on one store in one directory: exact; runs 3 and 4 are fully warm (stock mypy
+    re-checks api and its dependents there, see test_e2e_harness)."""
+    h = harness
+    a = gen.generate(SPEC)
+    b = gen.version_b(a, SPEC)
+    proj = tmp_path / "proj"
+    for i, files in enumerate((a, b, a, b, a), start=1):
+        gen.write_tree(proj, files)
+        run = h.dropin(proj)
+        if i == 1:
+            h.check(run)
+        elif i == 2:
+            v, _ = h.check(run)
+            assert "pkg1.api" in v.rechecked_modules and "pkg1.broken" in v.rechecked_modules
+        else:
+            h.check(run, warm=True)
+
+
+def test_copy_at_another_path_with_fresh_mtimes(harness: Harness, tmp_path: Path) -> None:
+    h = harness
+    proj = tmp_path / "proj"
+    gen.write_tree(proj, gen.generate(SPEC))
+    _cold(h, proj)
+    h.check(h.dropin(proj), warm=True)
+    copy = tmp_path / "sandbox" / "deeper" / "proj"
+    gen.copy_tree(proj, copy)
+    h.check(h.dropin(copy, cache_dir=h.fresh_cache_dir()), warm=True)
+    # And the original is still warm afterwards.
+    h.check(h.dropin(proj), warm=True)
+
+
+def test_second_virtualenv_at_another_path(harness: Harness, tmp_path: Path) -> None:
+    """The same third-party package in two venvs at different paths: after the first venv
+    is warm, the second is warm too, and mypy rewrites no meta."""
+    h = harness
+    spec = gen.ProjectSpec(thirdparty=True)
+    proj = tmp_path / "proj"
+    gen.write_tree(proj, gen.generate(spec))
+    pythons = []
+    for i, name in enumerate(("envs/one", "elsewhere/envs/two")):
+        py = venvs.make_bare_venv(tmp_path / name)
+        site_dir = venvs.install_files(py, gen.thirdparty_files())
+        for rel in gen.thirdparty_files():  # venv two's files get other, later mtimes
+            t = (site_dir / rel).stat().st_mtime_ns + i * 100_000_000_000
+            os.utime(site_dir / rel, ns=(t, t))
+        pythons.append(py)
+    args1 = ["--python-executable", str(pythons[0])]
+    args2 = ["--python-executable", str(pythons[1])]
+    first = h.dropin(proj, args1)
+    h.check(first)
+    assert "uses_tp.py" in first.stdout  # the error that needs the third-party types
+    h.check(h.dropin(proj, args1), warm=True)
+    h.check(h.dropin(proj, args2, cache_dir=h.fresh_cache_dir()), warm=True)
+    h.check(h.dropin(proj, args2), warm=True)
