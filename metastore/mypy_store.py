@@ -487,6 +487,7 @@ class MypyStore:
                     dep_path = view.module_path(dep)
                     if dep_path is not None:
                         pending.append(stem_for(dep, dep_path))
+        self._prune_inconsistent(found, view)
         choice: dict[str, Manifest] = {}
         for stem, entry in found.items():
             if entry is not None and entry[2]:
@@ -557,6 +558,68 @@ class MypyStore:
             else:
                 path, source, _ = entry
                 self._offers[stem] = Offer(stem, path, choice[stem], source.mtime, source.size)
+
+    def _prune_inconsistent(
+        self,
+        found: dict[str, tuple[str, SourceFile, list[tuple[int, int, Manifest]]] | None],
+        view: MypyView,
+    ) -> None:
+        """Drop candidates that cannot be consistent with the others (arc consistency).
+
+        A candidate goes if no remaining candidate of one of its dependencies has the
+        interface hash it recorded for it, or if every remaining candidate of one of its
+        dependents recorded another hash for it. A module never loses its last
+        candidate. This lets one module whose source exists only in one version pull a
+        whole import cycle over to that version, which a one-module-at-a-time search
+        cannot do.
+        """
+        stem_cache: dict[str, str | None] = {}
+
+        def stem_of(module: str) -> str | None:
+            if module not in stem_cache:
+                path = view.module_path(module)
+                stem_cache[module] = None if path is None else stem_for(module, path)
+            return stem_cache[module]
+
+        def hashes(stem: str) -> set[str] | None:
+            entry = found.get(stem)
+            if entry is not None and entry[2]:
+                return {c[2].interface_hash for c in entry[2]}
+            offer = self._offers.get(stem)
+            return None if offer is None else {offer.manifest.interface_hash}
+
+        for _ in range(64):
+            # For every module, the hashes each dependent records for it, per dependent.
+            recorded_by: dict[str, dict[str, set[str]]] = {}
+            for stem, entry in found.items():
+                if entry is None:
+                    continue
+                for _, _, manifest in entry[2]:
+                    for dep, recorded in manifest.deps:
+                        dep_stem = stem_of(dep)
+                        if dep_stem is not None:
+                            recorded_by.setdefault(dep_stem, {}).setdefault(
+                                stem, set()).add(recorded)
+            changed = False
+            for stem, entry in found.items():
+                if entry is None or len(entry[2]) < 2:
+                    continue
+                demands = [h for h in recorded_by.get(stem, {}).values() if len(h) == 1]
+
+                def feasible(c: tuple[int, int, Manifest]) -> bool:
+                    for dep, recorded in c[2].deps:
+                        dep_stem = stem_of(dep)
+                        available = None if dep_stem is None else hashes(dep_stem)
+                        if available is not None and recorded not in available:
+                            return False
+                    return all(c[2].interface_hash in h for h in demands)
+
+                kept = [c for c in entry[2] if feasible(c)]
+                if kept and len(kept) < len(entry[2]):
+                    entry[2][:] = kept
+                    changed = True
+            if not changed:
+                break
 
     def _candidates(
         self, stem: str, view: MypyView
