@@ -139,18 +139,18 @@ def main() -> None:
         t_ours, out_o, rc_o, n_ours = run(ours, checkout)
         exact = (out_o, rc_o) == oracles[which] and (out_s, rc_s) == oracles[which]
         rows.append((i + 1, args.versions[which], t_stock, n_stock, t_ours, n_ours, exact))
+    version = subprocess.run(
+        [sys.executable, "-m", "mypy", "--version"], capture_output=True, text=True
+    ).stdout.strip()
     print(
         f"{args.package} {args.versions[0]} <-> {args.versions[1]}: {modules} modules; "
-        f"mypy {subprocess.run([sys.executable, '-m', 'mypy', '--version'], capture_output=True, text=True).stdout.strip()}; "
-        f"{os.cpu_count()} cores"
+        f"{version}; {os.cpu_count()} cores"
     )
-    print(
-        f"{'run':>3} {'version':>8} {'stock s':>8} {'stock re':>8} {'store s':>8} {'store re':>8} {'ratio':>6} exact"
-    )
+    head = ("run", "version", "stock s", "stock re", "store s", "store re", "ratio")
+    print("{:>3} {:>8} {:>8} {:>8} {:>8} {:>8} {:>6} exact".format(*head))
     for n, v, ts, ns, to, no, ex in rows:
-        print(
-            f"{n:>3} {v:>8} {ts:8.2f} {ns:8d} {to:8.2f} {no:8d} {to / ts:6.2f} {'yes' if ex else 'NO'}"
-        )
+        exact = "yes" if ex else "NO"
+        print(f"{n:>3} {v:>8} {ts:8.2f} {ns:8d} {to:8.2f} {no:8d} {to / ts:6.2f} {exact}")
     late = rows[2:]
     ratio = statistics.median(r[4] / r[2] for r in late)
     print(
