@@ -238,6 +238,7 @@ class MypyStore:
         self._seq = 0
         self._write_seq: dict[str, int] = {}
         self._published_seq: dict[str, int] = {}
+        self._stems: dict[str, str] = {}
         self._dirty: set[str] = set()
         self._offers: dict[str, Offer | None] = {}
         self._sources: dict[str, SourceFile | None] = {}
@@ -493,13 +494,8 @@ class MypyStore:
             if entry is not None and entry[2]:
                 choice[stem] = min(entry[2], key=lambda c: (c[0], -c[1]))[2]
 
-        stems: dict[str, str | None] = {}
-
         def stem_of(module: str) -> str | None:
-            if module not in stems:
-                dep_path = view.module_path(module)
-                stems[module] = None if dep_path is None else stem_for(module, dep_path)
-            return stems[module]
+            return self._stem_of(module, view)
 
         def interface(dep: str) -> str | None:
             dep_stem = stem_of(dep)
@@ -573,13 +569,8 @@ class MypyStore:
         whole import cycle over to that version, which a one-module-at-a-time search
         cannot do.
         """
-        stem_cache: dict[str, str | None] = {}
-
         def stem_of(module: str) -> str | None:
-            if module not in stem_cache:
-                path = view.module_path(module)
-                stem_cache[module] = None if path is None else stem_for(module, path)
-            return stem_cache[module]
+            return self._stem_of(module, view)
 
         def hashes(stem: str) -> set[str] | None:
             entry = found.get(stem)
@@ -620,6 +611,15 @@ class MypyStore:
                     changed = True
             if not changed:
                 break
+
+    def _stem_of(self, module: str, view: MypyView) -> str | None:
+        """The entry stem of ``module`` in this run, or None if mypy has not found it yet."""
+        if module not in self._stems:
+            path = view.module_path(module)
+            if path is None:
+                return None  # not memoised: mypy may find the module later in the build
+            self._stems[module] = stem_for(module, path)
+        return self._stems[module]
 
     def _candidates(
         self, stem: str, view: MypyView
