@@ -66,12 +66,29 @@ def test_verbose_parser_on_real_mypy_output(stock_harness: Harness, tmp_path: Pa
         quiet.verbose  # no "Build finished" line: never counts as 0 re-checked
 
 
+def test_verbose_parser_with_parallel_workers(stock_harness: Harness, tmp_path: Path) -> None:
+    """With ``-n 2`` the workers share stderr with the coordinator: a cold run still counts
+    every module (three runs, since mixing lines depends on timing)."""
+    h = stock_harness
+    proj = _project(tmp_path / "proj")
+    for i in range(3):
+        cold = h.stock(proj, ["-n", "2"], cache_dir=tmp_path / f"cache{i}")
+        h.assert_exact(cold, oracle_args=[])
+        v = cold.verbose
+        assert v.rechecked == v.build_modules > len(PROJECT_MODULES), cold.describe()
+    warm = h.stock(proj, ["-n", "2"], cache_dir=tmp_path / "cache0")
+    assert (warm.verbose.rechecked, warm.verbose.build_modules) == (0, 0)
+
+
 def test_verbose_parser_rejects_inconsistent_lines() -> None:
     ok = ("LOG:  Scheduling SCC of size 2 (a b) as inherently stale\n"
           "LOG:  Scheduling SCC singleton (c) as stale due to deps (a)\n"
           "LOG:  Build finished in 0.1 seconds with 3 modules, and 0 errors\n")
     v = Verbose.parse(ok)
     assert (v.rechecked, v.rechecked_modules, v.build_modules) == (3, ("a", "b", "c"), 3)
+    # A worker's unfinished "LOG: " before the coordinator's line still counts.
+    assert Verbose.parse(ok.replace("LOG:  Scheduling SCC single", "LOG:  LOG:  Scheduling SCC "
+                                    "single")) == v
     with pytest.raises(ParseError):
         Verbose.parse(ok.replace("size 2", "size 3"))
     with pytest.raises(ParseError):

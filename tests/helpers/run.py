@@ -28,12 +28,14 @@ from pathlib import Path
 
 DEFAULT_TIMEOUT = 180.0
 
-_SINGLETON = re.compile(r"^LOG:  Scheduling SCC singleton \((?P<mods>[^()]*)\) as (?P<why>.*)$")
+# Matched anywhere in a line: with ``-n N`` mypy's workers share the coordinator's stderr, and
+# a worker's partial line may precede a coordinator's line ("LOG:  LOG:  Scheduling ...").
+_SINGLETON = re.compile(r"LOG:  Scheduling SCC singleton \((?P<mods>[^()]*)\) as (?P<why>.*)$")
 _SIZED = re.compile(
-    r"^LOG:  Scheduling SCC of size (?P<size>\d+) \((?P<mods>[^()]*)\) as (?P<why>.*)$"
+    r"LOG:  Scheduling SCC of size (?P<size>\d+) \((?P<mods>[^()]*)\) as (?P<why>.*)$"
 )
 _FINISHED = re.compile(
-    r"^LOG:  Build finished in (?P<seconds>\d+(?:\.\d+)?) seconds with (?P<modules>\d+) modules"
+    r"LOG:  Build finished in (?P<seconds>\d+(?:\.\d+)?) seconds with (?P<modules>\d+) modules"
 )
 _STATS = re.compile(
     r"^mypy-metastore: offered=(?P<offered>\d+) missed=(?P<missed>\d+)"
@@ -70,17 +72,17 @@ class Verbose:
         sccs: list[tuple[str, ...]] = []
         finished: list[int] = []
         for line in stderr.splitlines():
-            if m := _SINGLETON.match(line):
+            if m := _SINGLETON.search(line):
                 mods = tuple(m["mods"].split())
                 if len(mods) != 1:
                     raise ParseError(f"singleton SCC with {len(mods)} modules: {line!r}")
                 sccs.append(mods)
-            elif m := _SIZED.match(line):
+            elif m := _SIZED.search(line):
                 mods = tuple(m["mods"].split())
                 if len(mods) != int(m["size"]):
                     raise ParseError(f"SCC size {m['size']} but {len(mods)} modules: {line!r}")
                 sccs.append(mods)
-            elif m := _FINISHED.match(line):
+            elif m := _FINISHED.search(line):
                 finished.append(int(m["modules"]))
         if len(finished) != 1:
             raise ParseError(
@@ -161,9 +163,13 @@ def clean_env(tmp: Path, *, extra: Mapping[str, str] | None = None,
     ``MYPY*`` variable or ``PYTHONPATH`` (unless ``pythonpath`` is given), with HOME and the
     XDG directories inside ``tmp`` (so the user's real store and mypy config are never used),
     no colour, no bytecode files in the trees."""
+    # PYTHONUNBUFFERED goes too: unbuffered, print() writes a line in pieces, and the lines of
+    # mypy's parallel workers (same stderr) get mixed into the coordinator's mid-line; line-
+    # buffered, each line is one write() (atomic on a pipe up to PIPE_BUF bytes).
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("MYPY") and k not in ("PYTHONPATH", "PYTHONSTARTUP",
-                                                     "PYTHONHOME", "VIRTUAL_ENV")}
+                                                     "PYTHONHOME", "VIRTUAL_ENV",
+                                                     "PYTHONUNBUFFERED")}
     home = tmp / "home"
     for sub in ("", ".cache", ".config"):
         (home / sub).mkdir(parents=True, exist_ok=True)
