@@ -147,17 +147,20 @@ class Codec:
             return None
         return self.write_errors([_map_file(t, fn) for t in errors])
 
+    def error_lines(self, part: str, data: bytes) -> list[ErrorTuple] | None:
+        """The error tuples of a meta_ex (2.x) or err (1.20) entry; None if it does not decode."""
+        if part == "meta_ex":
+            meta_ex = self.read_meta_ex(data)
+            return None if meta_ex is None else list(meta_ex.error_lines)
+        return self.read_errors(data)
+
     def has_import_context(self, part: str, data: bytes) -> bool:
         """True if the errors carry "In module imported here" notes (``--show-error-context``).
 
         Those name the module that happened to import this one first, which is not part
         of a unit's key, so such an entry must not be shared. Undecodable counts as True.
         """
-        if part == "meta_ex":
-            meta_ex = self.read_meta_ex(data)
-            errors = None if meta_ex is None else meta_ex.error_lines
-        else:
-            errors = self.read_errors(data)
+        errors = self.error_lines(part, data)
         if errors is None:
             return True
         return any(

@@ -36,7 +36,6 @@ import json
 import os
 import re
 import stat as statmod
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -45,7 +44,6 @@ from typing import Any, Protocol
 
 from metastore.cache_codec import DATA_MTIME, Codec, canonical_json, plugins_snapshot_bytes
 from metastore.mypy_view import MypyView
-from metastore.paths import Roots
 from metastore.store import Entry, StoreError, digest
 
 PLUGINS_SNAPSHOT = "@plugins_snapshot.json"
@@ -94,15 +92,16 @@ class RunStats:
     store_seconds: float = 0.0
     problems: list[str] = field(default_factory=list)
 
+    COUNTERS = ("offered", "missed", "rechecked", "published", "meta_writes",
+                "read_bytes", "written_bytes", "store_seconds")
+
     def add(self, other: dict[str, Any]) -> None:
-        for name in ("offered", "missed", "rechecked", "published", "meta_writes",
-                     "read_bytes", "written_bytes", "store_seconds"):
+        """Add another process's counters (as from :meth:`as_dict`)."""
+        for name in self.COUNTERS:
             setattr(self, name, getattr(self, name) + other.get(name, 0))
 
     def as_dict(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in (
-            "offered", "missed", "rechecked", "published", "meta_writes",
-            "read_bytes", "written_bytes", "store_seconds")}
+        return {name: getattr(self, name) for name in self.COUNTERS}
 
     def line(self, store_path: str) -> str:
         """The per-run line printed with ``--metastore-stats``."""
@@ -964,8 +963,4 @@ def _debug(message: str) -> None:
         f.write(f"{os.getpid()} {message}\n")
 
 
-def print_problem(message: str) -> None:
-    print(f"mypy-metastore: {message}", file=sys.stderr, flush=True)
-
-
-__all__ = ["MypyStore", "RunStats", "Manifest", "PLUGINS_SNAPSHOT", "Roots"]
+__all__ = ["MypyStore", "RunStats", "Manifest", "PLUGINS_SNAPSHOT", "Session"]

@@ -104,7 +104,3 @@ class Roots:
                     return True
         return False
 
-
-def is_token(stored: str) -> bool:
-    """True if ``stored`` is a tokenised path."""
-    return stored.startswith(_MARK)

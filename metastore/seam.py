@@ -147,9 +147,6 @@ class ShimCursor:
     def fetchall(self) -> list[tuple[Any, ...]]:
         return self._rows
 
-    def fetchone(self) -> tuple[Any, ...] | None:
-        return self._rows[0] if self._rows else None
-
     def __iter__(self) -> Iterator[tuple[Any, ...]]:
         return iter(self._rows)
 
