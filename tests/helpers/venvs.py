@@ -87,6 +87,12 @@ def installed_version(dist: str) -> str:
     return importlib.metadata.version(dist)
 
 
+def mypy_version() -> tuple[int, int]:
+    """(major, minor) of the mypy installed in the running interpreter (the one tested)."""
+    major, minor = installed_version("mypy").split(".")[:2]
+    return int(major), int(minor)
+
+
 def copy_source(repo: Path, dest: Path) -> Path:
     """Copy the repository's source (no VCS data, tests, caches or build output) to ``dest``
     so that building it never writes into the work tree."""
