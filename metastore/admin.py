@@ -8,7 +8,6 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
@@ -46,7 +45,7 @@ def effective_config(store: str | None, *, environ: Mapping[str, str] = os.envir
         if not store.strip():
             raise ConfigError("option --store needs a non-empty path")
         path = os.path.abspath(os.path.expanduser(store))
-        config = dataclasses.replace(config, store=Setting(path, STORE_OPTION_SOURCE))
+        config = config._replace(store=Setting(path, STORE_OPTION_SOURCE))
     return config
 
 
@@ -63,12 +62,6 @@ def _pairs(mapping: Mapping[str, int]) -> str:
     if not mapping:
         return "-"
     return "  ".join(f"{k}={v:,}" for k, v in sorted(mapping.items()))
-
-
-def _layer_dict(layer: object) -> dict[str, Any]:
-    if dataclasses.is_dataclass(layer) and not isinstance(layer, type):
-        return dataclasses.asdict(layer)
-    return dict(vars(layer))
 
 
 def format_stats(layers: Sequence[Mapping[str, Any]], missing_top: str | None = None) -> str:
@@ -120,7 +113,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
     try:
         store = Store(top, bases)
         try:
-            layers = [_layer_dict(layer) for layer in store.stats()]
+            layers = [layer._asdict() for layer in store.stats()]
         finally:
             store.close()
     except StoreError as e:

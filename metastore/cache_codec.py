@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from mypy import cache as mypy_cache
 from mypy.util import json_dumps, json_loads
@@ -41,8 +40,7 @@ DATA_MTIME = 1.0
 ErrorTuple = tuple[Any, ...]
 
 
-@dataclass
-class MetaInfo:
+class MetaInfo(NamedTuple):
     """What the store needs from a meta, independent of the format."""
 
     id: str

@@ -11,7 +11,6 @@ Also runnable as ``python -m metastore.dropin``.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import sys
 from collections.abc import MutableMapping, Sequence
@@ -46,7 +45,7 @@ def dropin_config(config: Config) -> Config:
     source = config.enabled.source
     if source.startswith("flag ") or source.startswith("env "):
         return config
-    return dataclasses.replace(config, enabled=Setting(True, DROPIN_SOURCE))
+    return config._replace(enabled=Setting(True, DROPIN_SOURCE))
 
 
 def _with_sqlite_cache(mypy_argv: Sequence[str]) -> list[str]:

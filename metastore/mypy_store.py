@@ -39,8 +39,7 @@ import stat as statmod
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias
 
 from metastore.cache_codec import DATA_MTIME, Codec, canonical_json, plugins_snapshot_bytes
 from metastore.mypy_view import MypyView
@@ -52,48 +51,50 @@ _UNIT_NAME = re.compile(r"^(?P<stem>.+)\.(?P<part>meta|data|meta_ex|err)\.(?P<fm
 _IGNORED_OPTIONS = ("local_partial_types", "is_parallel", "debug_cache")
 
 
-class Backend(Protocol):
-    """The part of :class:`metastore.store.Store` this layer uses."""
+if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker needs them.
 
-    def lookup(self, keys: Sequence[bytes]) -> dict[bytes, list[Entry]]: ...
-    def get_blob(self, digest: bytes) -> bytes | None: ...
-    def get_slot(self, key: bytes) -> tuple[float, bytes] | None: ...
-    def put(
-        self,
-        *,
-        entries: Sequence[tuple[str, bytes, bytes, Sequence[bytes]]] = ...,
-        blobs: Iterable[bytes] = ...,
-        slots: Sequence[tuple[bytes, float, bytes]] = ...,
-        counters: Mapping[str, int] = ...,
-    ) -> int: ...
+    class Backend(Protocol):
+        """The part of :class:`metastore.store.Store` this layer uses."""
+
+        def lookup(self, keys: Sequence[bytes]) -> dict[bytes, list[Entry]]: ...
+        def get_blob(self, digest: bytes) -> bytes | None: ...
+        def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]: ...
+        def get_slot(self, key: bytes) -> tuple[float, bytes] | None: ...
+        def put(
+            self,
+            *,
+            entries: Sequence[tuple[str, bytes, bytes, Sequence[bytes]]] = ...,
+            blobs: Iterable[bytes] = ...,
+            slots: Sequence[tuple[bytes, float, bytes]] = ...,
+            counters: Mapping[str, int] = ...,
+        ) -> int: ...
+
+    class Scratch(Protocol):
+        """The part of :class:`metastore.scratch.ScratchPad` this layer uses."""
+
+        def get(self, name: str) -> bytes | None: ...
+        def put(self, name: str, data: bytes) -> None: ...
+        def commit(self) -> None: ...
+        def close(self) -> None: ...
+        def items(self, prefix: str) -> list[tuple[str, bytes]]: ...
 
 
-class Scratch(Protocol):
-    """The part of :class:`metastore.scratch.ScratchPad` this layer uses."""
-
-    def get(self, name: str) -> bytes | None: ...
-    def put(self, name: str, data: bytes) -> None: ...
-    def commit(self) -> None: ...
-    def close(self) -> None: ...
-    def items(self, prefix: str) -> list[tuple[str, bytes]]: ...
-
-
-@dataclass
 class RunStats:
     """Counters of one process's use of the store during one build."""
 
-    offered: int = 0
-    missed: int = 0
-    rechecked: int = 0
-    published: int = 0
-    meta_writes: int = 0
-    read_bytes: int = 0
-    written_bytes: int = 0
-    store_seconds: float = 0.0
-    problems: list[str] = field(default_factory=list)
-
     COUNTERS = ("offered", "missed", "rechecked", "published", "meta_writes",
                 "read_bytes", "written_bytes", "store_seconds")
+
+    def __init__(self) -> None:
+        self.offered = 0
+        self.missed = 0
+        self.rechecked = 0
+        self.published = 0
+        self.meta_writes = 0
+        self.read_bytes = 0
+        self.written_bytes = 0
+        self.store_seconds = 0.0
+        self.problems: list[str] = []
 
     def add(self, other: dict[str, Any]) -> None:
         """Add another process's counters (as from :meth:`as_dict`)."""
@@ -114,8 +115,7 @@ class RunStats:
         )
 
 
-@dataclass(frozen=True)
-class Manifest:
+class Manifest(NamedTuple):
     """The small value stored for a unit: where its parts are and what selection needs."""
 
     path: str  # tokenised path mypy used
@@ -151,8 +151,12 @@ class Manifest:
             return None
 
 
-@dataclass
-class Offer:
+#: A module's entry during selection: (path mypy uses, its source, usable candidates as
+#: (layer, seq, manifest)), or None if the module cannot be offered.
+_Found: TypeAlias = "tuple[str, SourceFile, list[tuple[int, int, Manifest]]] | None"
+
+
+class Offer(NamedTuple):
     """The unit chosen for one module in this run, patched for the file on disk."""
 
     stem: str
@@ -182,16 +186,17 @@ def stem_for(module: str, path: str) -> str:
 
 
 class SourceFile:
-    """A module source read once: its bytes' digests and the stat mypy will compare."""
+    """A module source read once: its content key, the stat mypy will compare and, when
+    asked for (publishing needs it, offering does not), the sha1 mypy records."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, with_sha1: bool = False) -> None:
         st = os.stat(path)
         self.path = path
         self.mtime = int(st.st_mtime)
         self.size = st.st_size
+        self.sha1 = ""
         if statmod.S_ISDIR(st.st_mode):
             self.is_dir = True
-            self.sha1 = ""
             self.key = digest(b"\0namespace-package-directory")
         else:
             self.is_dir = False
@@ -199,9 +204,10 @@ class SourceFile:
                 data = f.read()
             if len(data) != st.st_size or int(os.stat(path).st_mtime) != self.mtime:
                 raise OSError(f"{path} changed while it was read")
-            from mypy.util import hash_digest
+            if with_sha1:
+                from mypy.util import hash_digest
 
-            self.sha1 = hash_digest(data)
+                self.sha1 = hash_digest(data)
             self.key = digest(data)
 
 
@@ -415,6 +421,20 @@ class MypyStore:
                 self._blob_cache[hex_digest] = blob
         return blob
 
+    def _prefetch(self, hex_digests: Sequence[str]) -> None:
+        """Put the blobs ``hex_digests`` in the blob cache with one store query."""
+        wanted = [d for d in dict.fromkeys(hex_digests) if d not in self._blob_cache]
+        if not wanted or self.backend is None:
+            return
+        try:
+            found = self.backend.get_blobs([bytes.fromhex(d) for d in wanted])
+        except StoreError as e:
+            self._problem(str(e))
+            return
+        for raw, blob in found.items():
+            self.stats.read_bytes += len(blob)
+            self._blob_cache[raw.hex()] = blob
+
     def _get_slot(self, name: str) -> tuple[float, bytes] | None:
         if name in self._slot_writes:
             return self._slot_writes[name]
@@ -473,33 +493,32 @@ class MypyStore:
         keeping the current one on ties, until nothing changes (a local search).
         A wrong choice only costs a re-check: mypy compares the hashes itself.
         """
-        found: dict[str, tuple[str, SourceFile, list[tuple[int, int, Manifest]]] | None] = {}
-        pending = [root]
-        while pending:
-            stem = pending.pop()
-            if stem in found or stem in self._offers:
-                continue
-            found[stem] = entry = self._candidates(stem, view)
-            if entry is None:
-                continue
-            for _, _, manifest in entry[2]:
-                for dep, _ in manifest.deps:
-                    dep_path = view.module_path(dep)
-                    if dep_path is not None:
-                        pending.append(stem_for(dep, dep_path))
-        self._prune_inconsistent(found, view)
+        found: dict[str, _Found] = {}
+        # Each candidate's dependencies as (dependency stem, recorded interface hash),
+        # keyed by the candidate's identity; dependencies mypy has not located are left out.
+        edges: dict[int, list[tuple[str, str]]] = {}
+        frontier = [root]
+        while frontier:  # breadth first: one store lookup per level of the closure
+            level = [stem for stem in dict.fromkeys(frontier)
+                     if stem not in found and stem not in self._offers]
+            frontier = []
+            found.update(self._candidates(level, view))
+            for stem in level:
+                entry = found[stem]
+                for _, _, manifest in () if entry is None else entry[2]:
+                    resolved = edges[id(manifest)] = [
+                        (dep_stem, recorded) for dep, recorded in manifest.deps
+                        if (dep_stem := self._stem_of(dep, view)) is not None]
+                    frontier.extend(dep_stem for dep_stem, _ in resolved)
+        ambiguous = any(entry is not None and len(entry[2]) > 1 for entry in found.values())
+        if ambiguous:
+            self._prune_inconsistent(found, edges)
         choice: dict[str, Manifest] = {}
         for stem, entry in found.items():
             if entry is not None and entry[2]:
                 choice[stem] = min(entry[2], key=lambda c: (c[0], -c[1]))[2]
 
-        def stem_of(module: str) -> str | None:
-            return self._stem_of(module, view)
-
-        def interface(dep: str) -> str | None:
-            dep_stem = stem_of(dep)
-            if dep_stem is None:
-                return None
+        def interface(dep_stem: str) -> str | None:
             if dep_stem in choice:
                 return choice[dep_stem].interface_hash
             offer = self._offers.get(dep_stem)
@@ -507,25 +526,26 @@ class MypyStore:
 
         def mismatches(manifest: Manifest) -> int:
             count = 0
-            for dep, recorded in manifest.deps:
-                current = interface(dep)
+            for dep_stem, recorded in edges[id(manifest)]:
+                current = interface(dep_stem)
                 if current is not None and current != recorded:
                     count += 1
             return count
 
-        for _ in range(16):
+        for _ in range(16 if ambiguous else 0):
             # What the current choices record for each module: a candidate is also
             # judged by the mismatches it would cause in the modules that depend on it.
             expected: dict[str, list[str]] = {}
             for manifest in choice.values():
-                for dep, recorded in manifest.deps:
-                    dep_stem = stem_of(dep)
-                    if dep_stem is not None and dep_stem in choice:
+                for dep_stem, recorded in edges[id(manifest)]:
+                    if dep_stem in choice:
                         expected.setdefault(dep_stem, []).append(recorded)
             changed = False
             for stem, current in list(choice.items()):
                 entry = found[stem]
                 assert entry is not None
+                if len(entry[2]) < 2:
+                    continue
                 wanted = expected.get(stem, [])
 
                 def cost(c: tuple[int, int, Manifest], wanted: list[str] = wanted,
@@ -545,19 +565,20 @@ class MypyStore:
                 assert entry is not None
                 _debug(f"choose {stem}: {len(entry[2])} candidates, chosen seq "
                        f"{[c[1] for c in entry[2] if c[2] is manifest]} "
-                       f"mismatches {mismatches(manifest)} "
-                       f"bad deps {[d for d, h in manifest.deps if interface(d) not in (None, h)]}")
+                       f"mismatches {mismatches(manifest)} bad deps "
+                       f"{[d for d, h in edges[id(manifest)] if interface(d) not in (None, h)]}")
         for stem, entry in found.items():
             if entry is None or stem not in choice:
                 self._offers[stem] = None
             else:
                 path, source, _ = entry
                 self._offers[stem] = Offer(stem, path, choice[stem], source.mtime, source.size)
+        # mypy reads every offered meta and its meta_ex/err next: fetch them in one go.
+        self._prefetch([part for manifest in choice.values()
+                        for part in (manifest.meta, manifest.ex)])
 
     def _prune_inconsistent(
-        self,
-        found: dict[str, tuple[str, SourceFile, list[tuple[int, int, Manifest]]] | None],
-        view: MypyView,
+        self, found: dict[str, _Found], edges: dict[int, list[tuple[str, str]]]
     ) -> None:
         """Drop candidates that cannot be consistent with the others (arc consistency).
 
@@ -568,9 +589,6 @@ class MypyStore:
         whole import cycle over to that version, which a one-module-at-a-time search
         cannot do.
         """
-        def stem_of(module: str) -> str | None:
-            return self._stem_of(module, view)
-
         def hashes(stem: str) -> set[str] | None:
             entry = found.get(stem)
             if entry is not None and entry[2]:
@@ -585,11 +603,9 @@ class MypyStore:
                 if entry is None:
                     continue
                 for _, _, manifest in entry[2]:
-                    for dep, recorded in manifest.deps:
-                        dep_stem = stem_of(dep)
-                        if dep_stem is not None:
-                            recorded_by.setdefault(dep_stem, {}).setdefault(
-                                stem, set()).add(recorded)
+                    for dep_stem, recorded in edges[id(manifest)]:
+                        recorded_by.setdefault(dep_stem, {}).setdefault(stem, set()).add(recorded)
+            available = {stem: hashes(stem) for stem in recorded_by}
             changed = False
             for stem, entry in found.items():
                 if entry is None or len(entry[2]) < 2:
@@ -597,16 +613,16 @@ class MypyStore:
                 demands = [h for h in recorded_by.get(stem, {}).values() if len(h) == 1]
 
                 def feasible(c: tuple[int, int, Manifest]) -> bool:
-                    for dep, recorded in c[2].deps:
-                        dep_stem = stem_of(dep)
-                        available = None if dep_stem is None else hashes(dep_stem)
-                        if available is not None and recorded not in available:
+                    for dep_stem, recorded in edges[id(c[2])]:
+                        have = available.get(dep_stem)
+                        if have is not None and recorded not in have:
                             return False
                     return all(c[2].interface_hash in h for h in demands)
 
                 kept = [c for c in entry[2] if feasible(c)]
                 if kept and len(kept) < len(entry[2]):
                     entry[2][:] = kept
+                    available[stem] = hashes(stem)
                     changed = True
             if not changed:
                 break
@@ -621,44 +637,54 @@ class MypyStore:
         return self._stems[module]
 
     def _candidates(
-        self, stem: str, view: MypyView
-    ) -> tuple[str, SourceFile, list[tuple[int, int, Manifest]]] | None:
-        """(path mypy uses, its source, usable candidates as (layer, seq, manifest)), or None.
+        self, stems: Sequence[str], view: MypyView
+    ) -> dict[str, _Found]:
+        """For each stem: (path mypy uses, its source, usable candidates as (layer, seq,
+        manifest)), or None. One store lookup for all of them.
 
         Usable: stored for this very source, path and roots, and for the options mypy
         will compare (so mypy would not throw it away before looking at dependencies).
         """
-        module = module_id(stem)
-        path = view.module_path(module)
-        if path is None or stem_for(module, path) != stem:
-            return None
-        source = self._source(path)
-        if source is None:
-            return None
-        key = self._unit_key(stem, source.key)
+        result: dict[str, _Found] = {}
+        keys: dict[str, bytes] = {}
+        for stem in stems:
+            result[stem] = None
+            module = module_id(stem)
+            path = view.module_path(module)
+            if path is None or stem_for(module, path) != stem:
+                continue
+            source = self._source(path)
+            if source is not None:
+                keys[stem] = self._unit_key(stem, source.key)
+                result[stem] = (path, source, [])
+        if not keys or self.backend is None:
+            return result
         try:
-            entries = self.backend.lookup([key]).get(key, []) if self.backend else []
+            found = self.backend.lookup(list(keys.values()))
         except StoreError as e:
             self._problem(str(e))
-            return None
+            return dict.fromkeys(stems)
         roots = view.roots()
         fingerprint = roots.fingerprint()
-        options = view.options_key(module)
-        usable = []
-        for entry in entries:
-            manifest = Manifest.decode(entry.value)
-            if manifest is None or manifest.ex_part not in ("meta_ex", "err"):
-                continue
-            if manifest.bound and manifest.bound != fingerprint:
-                continue
-            if roots.resolve(manifest.path) != path:
-                continue
-            if options is not None and manifest.options != options:
-                continue
-            if not manifest.local_partial_types and manifest.is_parallel != view.has_workers:
-                continue
-            usable.append((entry.layer, entry.seq, manifest))
-        return path, source, usable
+        for stem, key in keys.items():
+            entry = result[stem]
+            assert entry is not None
+            path, _, usable = entry
+            options = view.options_key(module_id(stem))
+            for stored in found.get(key, ()):
+                manifest = Manifest.decode(stored.value)
+                if manifest is None or manifest.ex_part not in ("meta_ex", "err"):
+                    continue
+                if manifest.bound and manifest.bound != fingerprint:
+                    continue
+                if roots.resolve(manifest.path) != path:
+                    continue
+                if options is not None and manifest.options != options:
+                    continue
+                if not manifest.local_partial_types and manifest.is_parallel != view.has_workers:
+                    continue
+                usable.append((stored.layer, stored.seq, manifest))
+        return result
 
     def _source(self, path: str) -> SourceFile | None:
         if path not in self._sources:
@@ -745,10 +771,10 @@ class MypyStore:
         if not _data_matches_interface(data, meta, info.interface_hash):
             return None
         try:
-            source = SourceFile(info.path)
+            source = SourceFile(info.path, with_sha1=True)
         except OSError:
             return None
-        if source.sha1 != info.hash:
+        if source.is_dir or source.sha1 != info.hash:
             return None  # the file changed while mypy ran: publish nothing stale
         ex = self._written[ex_name]
         if codec.has_import_context(ex_part, ex):

@@ -126,6 +126,12 @@ def find_manager(owner: object) -> Any | None:
     """
     import gc
 
+    # The manager was created a moment ago: look among the youngest objects first (a
+    # short list), then walk referrers (three scans of every tracked object, ~1 ms each).
+    for generation in (0, 1):
+        for candidate in gc.get_objects(generation):
+            if type(candidate).__name__ == "BuildManager" and _holds(candidate, owner):
+                return candidate
     stores: list[object] = []
     for holder in gc.get_referrers(owner):
         if type(holder).__name__ == "SqliteMetadataStore":
@@ -140,3 +146,13 @@ def find_manager(owner: object) -> Any | None:
             ) is store:
                 return manager
     return None
+
+
+def _holds(manager: object, owner: object) -> bool:
+    """True if ``manager``'s metadata store holds the connection ``owner``."""
+    store = getattr(manager, "metastore", None)
+    if type(store).__name__ != "SqliteMetadataStore":
+        return False
+    if getattr(store, "db", None) is owner:  # mypy 1.20
+        return True
+    return any(db is owner for db in getattr(store, "dbs", None) or ())  # mypy 2.x

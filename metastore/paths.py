@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from metastore.store import digest
 
 _MARK = "\0"
 
 
-@dataclass(frozen=True)
-class Root:
+class Root(NamedTuple):
     """A named directory whose absolute path may differ between runs."""
 
     name: str
@@ -45,6 +44,7 @@ class Roots:
         self._roots = sorted(unique.values(), key=lambda r: len(r.path), reverse=True)
         self._by_name = {r.name: r for r in self._roots}
         self._needles = tuple(r.path.encode("utf-8", "surrogateescape") for r in self._roots)
+        self._fingerprint: str | None = None
 
     @classmethod
     def from_dirs(cls, named: Iterable[tuple[str, str]]) -> Roots:
@@ -63,8 +63,11 @@ class Roots:
 
     def fingerprint(self) -> str:
         """A digest of every root's name and absolute path (hex)."""
-        text = "\n".join(f"{r.name}={r.path}" for r in sorted(self._roots, key=lambda r: r.name))
-        return digest(text.encode("utf-8", "surrogateescape")).hex()[:32]
+        if self._fingerprint is None:
+            text = "\n".join(
+                f"{r.name}={r.path}" for r in sorted(self._roots, key=lambda r: r.name))
+            self._fingerprint = digest(text.encode("utf-8", "surrogateescape")).hex()[:32]
+        return self._fingerprint
 
     def tokenize(self, path: str) -> str:
         """Return ``path`` with its root replaced by a token, or unchanged.

@@ -24,8 +24,7 @@ import threading
 import time
 import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 import apsw
 import blake3
@@ -87,8 +86,7 @@ def digest(data: bytes) -> bytes:
     return blake3.blake3(data).digest()
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):
     """One entry found by :meth:`Store.lookup`; layer 0 is the top, base i is layer i + 1."""
 
     value: bytes
@@ -96,8 +94,7 @@ class Entry:
     seq: int
 
 
-@dataclass(frozen=True)
-class LayerStats:
+class LayerStats(NamedTuple):
     """Statistics of one layer (see :meth:`Store.stats`)."""
 
     path: str
@@ -357,6 +354,16 @@ class Layer:
             return bytes(rows[0][0]) if rows else None  # type: ignore[arg-type]
         return self.run(query)
 
+    def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
+        """Return {digest: data} of those of *digests* present in this layer."""
+        def query() -> dict[bytes, bytes]:
+            found: dict[bytes, bytes] = {}
+            for chunk in _chunks(digests):
+                sql = f"SELECT digest, data FROM blobs WHERE digest IN ({_marks(len(chunk))})"
+                found.update((bytes(d), bytes(data)) for d, data in self.conn.execute(sql, chunk))
+            return found
+        return self.run(query)
+
     def get_slot(self, key: bytes) -> tuple[float, bytes] | None:
         def query() -> tuple[float, bytes] | None:
             rows = self.conn.execute("SELECT mtime, data FROM slots WHERE key = ?",
@@ -489,6 +496,19 @@ class Store:
                 if data is not None:
                     return data
         return None
+
+    def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
+        """Return {digest: data} for those of *digests* found in any layer (top first, then
+        bases in order); one query per layer per 500 digests."""
+        wanted = list(dict.fromkeys(digests))
+        found: dict[bytes, bytes] = {}
+        with self._lock:
+            for _, layer in self._layers:
+                if not wanted:
+                    break
+                found.update(layer.get_blobs(wanted))
+                wanted = [d for d in wanted if d not in found]
+        return found
 
     def get_slot(self, key: bytes) -> tuple[float, bytes] | None:
         """Return (mtime, data) of a slot (top first, then bases in order), or None."""

@@ -77,6 +77,11 @@ def test_layer_order_and_dedup_across_layers(tmp_path: Path) -> None:
     # blobs: top first, then bases; a ref satisfied by a base only is accepted
     assert s.get_blob(digest(b"only-in-b2")) == b"only-in-b2"
     assert s.get_blob(digest(b"nowhere")) is None
+    s.put(blobs=[b"in-top"])
+    wanted = [digest(b"in-top"), digest(b"only-in-b2"), digest(b"nowhere"), digest(b"in-top")]
+    assert s.get_blobs(wanted) == {digest(b"in-top"): b"in-top",
+                                   digest(b"only-in-b2"): b"only-in-b2"}
+    assert s.get_blobs([]) == {}
     assert s.put(entries=[("m", b"y", b"y", [digest(b"only-in-b2")])]) == 0
     assert [st.role for st in s.stats()] == ["top", "base", "base"]
     s.close()
