@@ -35,7 +35,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import stat as statmod
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -43,6 +42,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias
 
 from metastore.cache_codec import DATA_MTIME, Codec, canonical_json, plugins_snapshot_bytes
 from metastore.mypy_view import MypyView
+from metastore.source_files import SourceFile, SourceKeys
 from metastore.store import Entry, StoreError, digest
 
 PLUGINS_SNAPSHOT = "@plugins_snapshot.json"
@@ -60,6 +60,7 @@ if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker
         def get_blob(self, digest: bytes) -> bytes | None: ...
         def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]: ...
         def get_slot(self, key: bytes) -> tuple[float, bytes] | None: ...
+        def get_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]: ...
         def put(
             self,
             *,
@@ -185,32 +186,6 @@ def stem_for(module: str, path: str) -> str:
     return stem
 
 
-class SourceFile:
-    """A module source read once: its content key, the stat mypy will compare and, when
-    asked for (publishing needs it, offering does not), the sha1 mypy records."""
-
-    def __init__(self, path: str, *, with_sha1: bool = False) -> None:
-        st = os.stat(path)
-        self.path = path
-        self.mtime = int(st.st_mtime)
-        self.size = st.st_size
-        self.sha1 = ""
-        if statmod.S_ISDIR(st.st_mode):
-            self.is_dir = True
-            self.key = digest(b"\0namespace-package-directory")
-        else:
-            self.is_dir = False
-            with open(path, "rb") as f:
-                data = f.read()
-            if len(data) != st.st_size or int(os.stat(path).st_mtime) != self.mtime:
-                raise OSError(f"{path} changed while it was read")
-            if with_sha1:
-                from mypy.util import hash_digest
-
-                self.sha1 = hash_digest(data)
-            self.key = digest(data)
-
-
 class MypyStore:
     """One process's view of the store during one mypy build.
 
@@ -246,7 +221,7 @@ class MypyStore:
         self._stems: dict[str, str] = {}
         self._dirty: set[str] = set()
         self._offers: dict[str, Offer | None] = {}
-        self._sources: dict[str, SourceFile | None] = {}
+        self._sources = SourceKeys(self._memo_slots)
         self._blob_cache: dict[str, bytes] = {}
         self._publishing = backend is not None
         self._pinned: set[str] = set()
@@ -645,15 +620,17 @@ class MypyStore:
         Usable: stored for this very source, path and roots, and for the options mypy
         will compare (so mypy would not throw it away before looking at dependencies).
         """
-        result: dict[str, _Found] = {}
-        keys: dict[str, bytes] = {}
+        result: dict[str, _Found] = dict.fromkeys(stems)
+        paths: dict[str, str] = {}
         for stem in stems:
-            result[stem] = None
             module = module_id(stem)
             path = view.module_path(module)
-            if path is None or stem_for(module, path) != stem:
-                continue
-            source = self._source(path)
+            if path is not None and stem_for(module, path) == stem:
+                paths[stem] = path
+        sources = self._sources.get(list(paths.values()))
+        keys: dict[str, bytes] = {}
+        for stem, path in paths.items():
+            source = sources[path]
             if source is not None:
                 keys[stem] = self._unit_key(stem, source.key)
                 result[stem] = (path, source, [])
@@ -686,13 +663,10 @@ class MypyStore:
                 usable.append((stored.layer, stored.seq, manifest))
         return result
 
-    def _source(self, path: str) -> SourceFile | None:
-        if path not in self._sources:
-            try:
-                self._sources[path] = SourceFile(path)
-            except OSError:
-                self._sources[path] = None
-        return self._sources[path]
+    def _memo_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]:
+        if self.backend is None:
+            return {}
+        return self.backend.get_slots(keys)
 
     def _unit_key(self, stem: str, source_key: bytes) -> bytes:
         return digest(self._ns + b"\0unit\0" + stem.encode() + b"\0" + source_key)
@@ -713,7 +687,8 @@ class MypyStore:
             if unit is not None:
                 units.append(unit)
         self._dirty.clear()
-        if not units and not self._slot_writes and not self._counter_deltas:
+        memo = self._sources.pending()
+        if not units and not self._slot_writes and not self._counter_deltas and not memo:
             return
         if self.backend is None or not self._publishing:
             return
@@ -721,6 +696,7 @@ class MypyStore:
         blobs = [blob for _, _, _, parts in units for blob in parts]
         slots = [(self._slot_key(name), mtime, data)
                  for name, (mtime, data) in self._slot_writes.items()]
+        slots += memo
         counters = dict(self._counter_deltas)
         counters["published"] = counters.get("published", 0) + len(units)
         try:

@@ -374,6 +374,17 @@ class Layer:
             return float(mtime), bytes(data)  # type: ignore[arg-type]
         return self.run(query)
 
+    def get_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]:
+        """Return {key: (mtime, data)} of those of *keys* present in this layer."""
+        def query() -> dict[bytes, tuple[float, bytes]]:
+            found: dict[bytes, tuple[float, bytes]] = {}
+            for chunk in _chunks(keys):
+                sql = f"SELECT key, mtime, data FROM slots WHERE key IN ({_marks(len(chunk))})"
+                found.update((bytes(k), (float(m), bytes(d)))
+                             for k, m, d in self.conn.execute(sql, chunk))
+            return found
+        return self.run(query)
+
     def stats(self, role: str) -> LayerStats:
         def query() -> LayerStats:
             c = self.conn
@@ -518,6 +529,19 @@ class Store:
                 if slot is not None:
                     return slot
         return None
+
+    def get_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]:
+        """Return {key: (mtime, data)} for those of *keys* found in any layer (top first,
+        then bases in order); one query per layer per 500 keys."""
+        wanted = list(dict.fromkeys(keys))
+        found: dict[bytes, tuple[float, bytes]] = {}
+        with self._lock:
+            for _, layer in self._layers:
+                if not wanted:
+                    break
+                found.update(layer.get_slots(wanted))
+                wanted = [k for k in wanted if k not in found]
+        return found
 
     def put(self, *, entries: Sequence[tuple[str, bytes, bytes, Sequence[bytes]]] = (),
             blobs: Iterable[bytes] = (), slots: Sequence[tuple[bytes, float, bytes]] = (),

@@ -82,6 +82,8 @@ def test_layer_order_and_dedup_across_layers(tmp_path: Path) -> None:
     assert s.get_blobs(wanted) == {digest(b"in-top"): b"in-top",
                                    digest(b"only-in-b2"): b"only-in-b2"}
     assert s.get_blobs([]) == {}
+    s.put(slots=[(b"slot-a", 1.5, b"top-a")])
+    assert s.get_slots([b"slot-a", b"slot-none"]) == {b"slot-a": (1.5, b"top-a")}
     assert s.put(entries=[("m", b"y", b"y", [digest(b"only-in-b2")])]) == 0
     assert [st.role for st in s.stats()] == ["top", "base", "base"]
     s.close()

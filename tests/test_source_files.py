@@ -1,0 +1,78 @@
+"""The stat-keyed memo of source content keys (metastore.source_files)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from metastore.source_files import RACY_SECONDS, SourceFile, SourceKeys
+from metastore.store import Store, digest
+
+
+def old_file(path: Path, text: str, age: float = 60.0) -> None:
+    path.write_text(text)
+    t = os.stat(path).st_mtime - age
+    os.utime(path, (t, t))
+
+
+def keys_with(store: Store, now: float) -> SourceKeys:
+    return SourceKeys(store.get_slots, now=lambda: now)
+
+
+def test_digest_remembered_and_trusted_while_stat_unchanged(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    src = tmp_path / "m.py"
+    old_file(src, "x = 1\n")
+    # ctime is "now" (utime changes it): record as if the run happened well after.
+    later = os.stat(src).st_ctime + RACY_SECONDS + 1
+    first = keys_with(store, later)
+    got = first.get([str(src)])[str(src)]
+    assert got is not None and got.was_read and got.key == digest(b"x = 1\n")
+    records = first.pending()
+    assert len(records) == 1
+    store.put(slots=records)
+    second = keys_with(store, later).get([str(src)])[str(src)]
+    assert second is not None and not second.was_read and second.key == digest(b"x = 1\n")
+
+
+def test_changed_stat_means_reread(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    src = tmp_path / "m.py"
+    old_file(src, "x = 1\n")
+    later = os.stat(src).st_ctime + RACY_SECONDS + 1
+    first = keys_with(store, later)
+    first.get([str(src)])
+    store.put(slots=first.pending())
+    old_file(src, "x = 22\n")  # another size and ctime, same old mtime
+    again = keys_with(store, later + 10).get([str(src)])[str(src)]
+    assert again is not None and again.was_read and again.key == digest(b"x = 22\n")
+
+
+def test_racy_digest_is_not_recorded(tmp_path: Path) -> None:
+    """A file changed less than the granularity margin before it was read could change
+    again with an identical stat: its digest is used but never remembered."""
+    store = Store(str(tmp_path / "s.db"))
+    src = tmp_path / "m.py"
+    src.write_text("x = 1\n")
+    keys = keys_with(store, os.stat(src).st_ctime + RACY_SECONDS / 2)
+    got = keys.get([str(src)])[str(src)]
+    assert got is not None and got.key == digest(b"x = 1\n")
+    assert keys.pending() == []
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    store = Store(str(tmp_path / "s.db"))
+    (tmp_path / "ns").mkdir()
+    got = keys_with(store, 0.0).get([str(tmp_path / "gone.py"), str(tmp_path / "ns")])
+    assert got[str(tmp_path / "gone.py")] is None
+    ns = got[str(tmp_path / "ns")]
+    assert ns is not None and ns.is_dir
+
+
+def test_sha1_on_request_matches_mypy(tmp_path: Path) -> None:
+    from mypy.util import hash_digest
+
+    src = tmp_path / "m.py"
+    src.write_bytes(b"y: int = 2\n")
+    assert SourceFile(str(src)).sha1 == ""
+    assert SourceFile(str(src), with_sha1=True).sha1 == hash_digest(b"y: int = 2\n")
