@@ -47,7 +47,10 @@ from metastore.store import Entry, StoreError, digest
 
 PLUGINS_SNAPSHOT = "@plugins_snapshot.json"
 SESSION_ENV = "_MYPY_METASTORE_SESSION"
-_UNIT_NAME = re.compile(r"^(?P<stem>.+)\.(?P<part>meta|data|meta_ex|err)\.(?P<fmt>ff|json)$")
+# Module entries; names starting with "@" are mypy's global entries (@plugins_snapshot.json,
+# and for --cache-fine-grained @deps.meta.json and @root.deps.json), kept in slots.
+_UNIT_NAME = re.compile(
+    r"^(?P<stem>[^@].*)\.(?P<part>meta|data|meta_ex|err)\.(?P<fmt>ff|json)$")
 _IGNORED_OPTIONS = ("local_partial_types", "is_parallel", "debug_cache")
 
 
@@ -215,6 +218,7 @@ class MypyStore:
         # Read-your-writes: every entry written in this run, by name.
         self._written: dict[str, bytes] = {}
         self._slot_writes: dict[str, tuple[float, bytes]] = {}
+        self._unpublished_slots: set[str] = set()
         self._seq = 0
         self._write_seq: dict[str, int] = {}
         self._published_seq: dict[str, int] = {}
@@ -262,6 +266,7 @@ class MypyStore:
             match = _UNIT_NAME.match(name)
             if match is None:
                 self._slot_writes[name] = (time.time() if mtime is None else mtime, data)
+                self._unpublished_slots.add(name)
                 return True
             self._written[name] = data
             self._seq += 1
@@ -688,14 +693,16 @@ class MypyStore:
                 units.append(unit)
         self._dirty.clear()
         memo = self._sources.pending()
-        if not units and not self._slot_writes and not self._counter_deltas and not memo:
+        if (not units and not self._unpublished_slots and not self._counter_deltas
+                and not memo):
             return
         if self.backend is None or not self._publishing:
             return
         entries = [(self._label, key, manifest.encode(), refs) for key, manifest, refs, _ in units]
         blobs = [blob for _, _, _, parts in units for blob in parts]
         slots = [(self._slot_key(name), mtime, data)
-                 for name, (mtime, data) in self._slot_writes.items()]
+                 for name, (mtime, data) in self._slot_writes.items()
+                 if name in self._unpublished_slots]
         slots += memo
         counters = dict(self._counter_deltas)
         counters["published"] = counters.get("published", 0) + len(units)
@@ -709,6 +716,7 @@ class MypyStore:
         self.stats.published += len(units)
         self.stats.written_bytes += written
         self._counter_deltas.clear()
+        self._unpublished_slots.clear()
 
     def _assemble(
         self, stem: str

@@ -34,6 +34,26 @@ def test_parallel_workers(installed_product: Product, tmp_path: Path) -> None:
     h.check(h.dropin(proj, serial, cache_dir=h.fresh_cache_dir()), warm=True)
 
 
+def test_cache_fine_grained(harness: Harness, tmp_path: Path) -> None:
+    """--cache-fine-grained: mypy's global entries (@deps.meta.json, @root.deps.json) and the
+    per-module .deps.json entries reach the store, so a run with a new empty --cache-dir
+    loads the fine-grained dependency cache and stays warm; an edit is re-checked exactly."""
+    h = harness
+    files = gen.generate(SPEC)
+    proj = tmp_path / "proj"
+    gen.write_tree(proj, files)
+    args = ["--cache-fine-grained"]
+    v, s = h.check(h.dropin(proj, args))
+    assert v.rechecked > 40 and s.published > 0
+    for cache_dir in (None, h.fresh_cache_dir()):
+        run = h.dropin(proj, args, cache_dir=cache_dir)
+        h.check(run, warm=True)
+        assert "Could not load fine-grained dependency metadata" not in run.stderr
+        assert "Falling back to full run" not in run.stderr
+    gen.write_tree(proj, gen.edit_leaf(files, SPEC, 1))
+    h.check(h.dropin(proj, args, cache_dir=h.fresh_cache_dir()), rechecked=1)
+
+
 def test_no_fixed_format_cache(harness: Harness, tmp_path: Path) -> None:
     """The JSON cache format (--no-fixed-format-cache) works, and both formats stay warm on
     one store."""
