@@ -147,6 +147,37 @@ def cmd_config(args: argparse.Namespace) -> None:
 # --------------------------------------------------------------------------- main
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from metastore import bench
+
+    mypy_args = list(args.mypy_args)
+    if mypy_args[:1] == ["--"]:
+        mypy_args = mypy_args[1:]
+    tty = sys.stderr.isatty()
+
+    def progress(message: str) -> None:
+        if tty:
+            sys.stderr.write(f"\r\x1b[K{PROG} bench: {message}")
+            sys.stderr.flush()
+
+    import platform
+
+    from metastore.compat import mypy_version
+
+    header = (f"{os.path.basename(os.getcwd())}: mypy {mypy_version()}, Python "
+              f"{platform.python_version()}, {os.cpu_count()} cores, {args.runs} interleaved "
+              f"runs per scenario; mypy args: {' '.join(mypy_args or ['.'])}")
+    try:
+        results = bench.run_bench(os.getcwd(), mypy_args or ["."], runs=args.runs,
+                                  concurrency=args.concurrency, progress=progress)
+    except bench.BenchError as e:
+        raise _Fail(str(e)) from e
+    finally:
+        if tty:
+            sys.stderr.write("\r\x1b[K")
+    print(bench.as_json(results, header) if args.json else bench.format_table(results, header))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog=PROG,
@@ -167,6 +198,18 @@ def build_parser() -> argparse.ArgumentParser:
     p_config = sub.add_parser("config", help="effective settings and where each came from")
     p_config.add_argument("--json", action="store_true", help="print JSON")
     p_config.set_defaults(func=cmd_config)
+    p_bench = sub.add_parser(
+        "bench", help="time stock mypy against the store on this project (temporary copies)",
+        description="Run P1 cold, P2 warm, P3 copy, P5 one edit and P7 concurrent runs with "
+        "stock mypy and with the store, interleaved, in temporary copies of the current "
+        "directory; print medians, ratios, re-checked modules, bytes and peak RSS. "
+        "Arguments after -- go to mypy (default: '.').")
+    p_bench.add_argument("--runs", type=int, default=3, help="runs per scenario (default 3)")
+    p_bench.add_argument("--concurrency", type=int, default=4,
+                         help="processes at once in P7 (default 4)")
+    p_bench.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p_bench.add_argument("mypy_args", nargs=argparse.REMAINDER, metavar="-- MYPY_ARGS")
+    p_bench.set_defaults(func=cmd_bench)
     return parser
 
 
