@@ -15,9 +15,12 @@ The file is the one mypy itself would read (``--config-file`` in mypy's argv, el
 own search order), with our section ``[tool.metastore]`` (pyproject.toml) or
 ``[metastore]`` (mypy.ini, .mypy.ini, setup.cfg, user config files).
 
-Every path in a :class:`Config` is absolute and normalised. Relative paths in a file are
-relative to that file's directory; in the environment and in flags, to the current
-directory. ``~`` is expanded everywhere.
+Every path in a :class:`Config` is absolute, normalised and free of symbolic links
+(``os.path.realpath``: a store reached through a symlinked directory, such as the Pants
+named cache ``.cache/mypy_cache`` in a sandbox, is named by its real location, which
+outlives the sandbox and can be created even when the link dangles). Relative paths in a
+file are relative to that file's directory; in the environment and in flags, to the
+current directory. ``~`` is expanded everywhere.
 
 This module is imported by the startup hook of every Python process that has the package
 installed *only when activation is requested*; it still keeps its imports small and lazy
@@ -42,6 +45,7 @@ __all__ = [
     "ConfigError",
     "Setting",
     "default_store_path",
+    "expand_argfiles",
     "export_to_environ",
     "find_config_file",
     "load_config",
@@ -168,7 +172,8 @@ def split_argv(argv: Sequence[str]) -> tuple[dict[str, object], list[str]]:
     Returns ``(flags, mypy_argv)``. ``flags`` maps setting keys to values:
     ``store`` -> str, ``bases`` -> list[str] (in order, ``--metastore-base`` repeats),
     ``stats`` -> True, ``enabled`` -> False (``--metastore-off``). ``mypy_argv`` is every
-    other argument, unchanged and in order (``@file`` argument lists are left to mypy).
+    other argument, unchanged and in order (``@file`` argument lists are not looked into:
+    call :func:`expand_argfiles` first to honour flags inside them).
 
     Flags taking a value accept ``--flag VALUE`` and ``--flag=VALUE``; in the first form
     the value must not start with ``-``. A bare ``--`` ends option processing, as in
@@ -218,6 +223,52 @@ def split_argv(argv: Sequence[str]) -> tuple[dict[str, object], list[str]]:
         else:
             flags[key] = value
     return flags, rest
+
+
+def expand_argfiles(argv: Sequence[str]) -> list[str]:
+    """``argv`` with every ``@file`` argument replaced by that file's lines, as mypy does.
+
+    mypy's argument parser has ``fromfile_prefix_chars="@"``; this repeats argparse's
+    expansion (``ArgumentParser._read_args_from_files``, Python 3.10 .. 3.13): every
+    argument starting with ``@`` (also after ``--``) is replaced by the lines of the file
+    it names (relative to the current directory), one argument per line, recursively.
+    Like argparse, the file is read with the locale encoding before Python 3.12 and with
+    the file system encoding from 3.12 on. Expanding first lets ``--metastore-*`` flags and
+    ``--config-file`` live in an argument file too (Pants passes its file list as
+    ``@__files.txt``); the expanded list means the same to mypy as the original.
+
+    A file that cannot be read is left as its ``@file`` argument, for mypy to report.
+    Raises ConfigError when files nest more than :data:`_MAX_ARGFILE_DEPTH` deep (a file
+    that includes itself; argparse would recurse until RecursionError).
+    """
+    return _expand_argfiles(argv, 0)
+
+
+_MAX_ARGFILE_DEPTH = 40
+
+
+def _expand_argfiles(argv: Sequence[str], depth: int) -> list[str]:
+    out: list[str] = []
+    for arg in argv:
+        if not arg.startswith("@"):
+            out.append(arg)
+            continue
+        try:
+            if sys.version_info >= (3, 12):
+                f = open(arg[1:], encoding=sys.getfilesystemencoding(),
+                         errors=sys.getfilesystemencodeerrors())
+            else:
+                f = open(arg[1:])
+            with f:
+                lines = f.read().splitlines()
+        except (OSError, UnicodeDecodeError):
+            out.append(arg)
+            continue
+        if depth >= _MAX_ARGFILE_DEPTH:
+            raise ConfigError(f"argument file {arg[1:]!r} nests argument files more than "
+                              f"{_MAX_ARGFILE_DEPTH} deep (does it include itself?)")
+        out.extend(_expand_argfiles(lines, depth + 1))
+    return out
 
 
 def _config_file_from_argv(mypy_argv: Sequence[str]) -> str | None:
@@ -444,7 +495,8 @@ def _parse_path(raw: object, where: str, base_dir: str, environ: Mapping[str, st
     path = raw.strip()
     if not path:
         raise ConfigError(f"{where} = {raw!r}: expected a non-empty path")
-    return _abspath(path, base_dir, environ)
+    # realpath, not normpath: ".." after a symlinked directory must go up from its target.
+    return os.path.realpath(os.path.join(base_dir, _expanduser(path, environ)))
 
 
 def _parse_paths(

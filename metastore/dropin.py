@@ -1,8 +1,11 @@
 """The drop-in command ``mypy-metastore``: mypy's argv plus ``--metastore-*`` flags.
 
 ``mypy-metastore ARGS`` behaves exactly like ``mypy ARGS`` (same output, same exit
-status) except that mypy's cache goes through the store. The ``--metastore-*`` flags are
-removed before mypy sees argv. Any problem with the store prints ONE line on stderr
+status) except that mypy's cache goes through the store. ``@file`` argument lists are
+expanded first (as mypy's own parser would), so ``--metastore-*`` flags may also come
+from a file; they are removed before mypy sees argv. With the store active,
+``--skip-cache-mtime-checks`` (which Pants passes) is dropped: see
+:func:`_without_skip_mtime_checks`. Any problem with the store prints ONE line on stderr
 starting ``mypy-metastore: `` and mypy then runs without the store; only an unknown or
 malformed ``--metastore-*`` flag is a usage error (exit status 2, like mypy's own).
 
@@ -20,6 +23,7 @@ from metastore.config import (
     Config,
     ConfigError,
     Setting,
+    expand_argfiles,
     export_to_environ,
     load_config,
     split_argv,
@@ -56,6 +60,32 @@ def _with_sqlite_cache(mypy_argv: Sequence[str]) -> list[str]:
     return args
 
 
+_SKIP_MTIME_FLAG = "--skip-cache-mtime-checks"
+
+
+def _without_skip_mtime_checks(mypy_argv: Sequence[str]) -> list[str]:
+    """``mypy_argv`` without ``--skip-cache-mtime-checks`` (or an abbreviation of it that
+    mypy's argparse accepts, such as Pants' ``--skip-cache-mtime-check``) before ``--``.
+
+    The flag makes mypy skip one of its own checks: that a meta's data entry exists with
+    the mtime the meta recorded (mypy/build.py ``validate_meta``). Pants passes it because
+    its sandboxes do not preserve mtimes; with the store the check costs nothing and always
+    passes for a complete unit (data entries report the constant mtime their metas were
+    stored with, after the store has checked the data is there), so keeping it loses no
+    speed and keeps mypy's safety net: should a data entry ever be missing, mypy
+    re-checks the module instead of crashing on a tree it cannot load.
+    """
+    out: list[str] = []
+    for i, arg in enumerate(mypy_argv):
+        if arg == "--":
+            out.extend(mypy_argv[i:])
+            break
+        if len(arg) >= len("--skip-c") and _SKIP_MTIME_FLAG.startswith(arg):
+            continue
+        out.append(arg)
+    return out
+
+
 def _uses_cache_map(mypy_argv: Sequence[str]) -> bool:
     for arg in mypy_argv:
         if arg == "--":
@@ -77,10 +107,15 @@ def prepare(
     ``--sqlite-cache``. When it is not, ``environ[MYPY_METASTORE]`` is "0" so that neither
     workers nor the startup hook activate it behind our back.
 
-    Raises ConfigError only for bad ``--metastore-*`` flags (see split_argv); every other
-    problem is reported as one line on stderr.
+    ``argv`` may hold ``@file`` arguments: they are expanded (see
+    :func:`metastore.config.expand_argfiles`) and ``mypy_argv`` holds their contents. With
+    the store active, ``--skip-cache-mtime-checks`` is removed from ``mypy_argv`` (see
+    :func:`_without_skip_mtime_checks`).
+
+    Raises ConfigError only for bad ``--metastore-*`` flags (see split_argv) and argument
+    files that include themselves; every other problem is reported as one line on stderr.
     """
-    flags, mypy_argv = split_argv(argv)
+    flags, mypy_argv = split_argv(expand_argfiles(argv))
     try:
         config = dropin_config(load_config(flags, mypy_argv=mypy_argv, environ=environ))
     except ConfigError as e:
@@ -123,7 +158,7 @@ def prepare(
         _warn(f"{e or type(e).__name__}; running mypy without the store")
         environ[ENV_ENABLED] = "0"
         return mypy_argv, None
-    return _with_sqlite_cache(mypy_argv), config
+    return _with_sqlite_cache(_without_skip_mtime_checks(mypy_argv)), config
 
 
 def run_mypy(mypy_argv: Sequence[str]) -> None:

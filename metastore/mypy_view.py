@@ -81,19 +81,32 @@ class MypyView:
         return key
 
     def module_path(self, module_id: str) -> str | None:
-        """The path mypy uses for ``module_id``, if mypy has already decided it.
+        """The path mypy uses (or will use) for ``module_id``, or None if it has none.
 
         Sources come from the command line (``BuildSourceSet``); imported modules from
-        the results mypy's module finder already holds.
+        mypy's module finder. A module the finder has not been asked about yet (a
+        dependency mypy has not reached) is looked up now with the finder's own
+        ``find_module``, so that units are chosen knowing which source each dependency
+        is (e.g. which version of a third-party package this venv holds). Only a found
+        path is kept in the finder's memo - the same answer mypy gets later; "not found"
+        is left for mypy to determine (its reason depends on how mypy asks).
         """
         source_modules = getattr(self.manager.source_set, "source_modules", {})
         path = source_modules.get(module_id)
         if path:
             return str(path)
-        results = getattr(self.manager.find_module_cache, "results", {})
-        found = results.get(module_id)
+        finder = self.manager.find_module_cache
+        results = getattr(finder, "results", {})
+        if module_id in results:
+            found = results[module_id]
+            return found if isinstance(found, str) else None
+        try:
+            found = finder.find_module(module_id, fast_path=True)
+        except Exception:
+            found = None
         if isinstance(found, str):
             return found
+        results.pop(module_id, None)
         return None
 
     def roots(self) -> Roots:

@@ -130,3 +130,28 @@ def test_second_virtualenv_at_another_path(harness: Harness, tmp_path: Path) -> 
     h.check(h.dropin(proj, args1), warm=True)
     h.check(h.dropin(proj, args2, cache_dir=h.fresh_cache_dir()), warm=True)
     h.check(h.dropin(proj, args2), warm=True)
+
+
+def test_two_versions_of_a_thirdparty_package_alternate_warm(harness: Harness,
+                                                            tmp_path: Path) -> None:
+    """Two venvs holding different versions of ``thirdparty_pkg`` (two Pants resolves), one
+    project, one store: once each has run, every further run of either is fully warm. The
+    importing module is checked before mypy has located its third-party dependencies, so the
+    choice among its two units must look those up (else one venv re-checks it every time)."""
+    from helpers.pants import thirdparty_files
+
+    h = harness
+    spec = gen.ProjectSpec(thirdparty=True)
+    proj = tmp_path / "proj"
+    gen.write_tree(proj, gen.generate(spec))
+    args = []
+    for resolve in ("a", "b"):
+        py = venvs.make_bare_venv(tmp_path / f"venv-{resolve}")
+        venvs.install_files(py, thirdparty_files(resolve))
+        args.append(["--python-executable", str(py)])
+    first, second = h.dropin(proj, args[0]), h.dropin(proj, args[1])
+    h.check(first)
+    h.check(second, rechecked=4)  # thirdparty_pkg, .shapes, .util and the module using them
+    assert h.normalise(first.stdout) != h.normalise(second.stdout)
+    for a in (args[0], args[1], args[0], args[1]):
+        h.check(h.dropin(proj, a), warm=True)

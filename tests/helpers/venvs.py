@@ -103,11 +103,12 @@ def copy_source(repo: Path, dest: Path) -> Path:
 
 
 def build_product_venv(venv: Path, repo: Path, *, mypy_spec: str | None = None,
-                       extra: Sequence[str] = ()) -> Path:
-    """Create ``venv`` holding the product (a non-editable install of ``repo``) and mypy
-    (``mypy_spec``, default: the running interpreter's mypy version), apsw and blake3 (the
-    running interpreter's versions). Returns the venv's python."""
-    python = make_bare_venv(venv)
+                       extra: Sequence[str] = (), base_python: str = sys.executable) -> Path:
+    """Create ``venv`` (from ``base_python``, default the running interpreter) holding the
+    product (a non-editable install of ``repo``) and mypy (``mypy_spec``, default: the
+    running interpreter's mypy version), apsw and blake3 (the running interpreter's
+    versions). Returns the venv's python."""
+    python = make_bare_venv(venv, base_python=base_python)
     if mypy_spec is None:
         mypy_spec = f"mypy=={installed_version('mypy')}"
     deps = [mypy_spec, f"apsw=={installed_version('apsw')}",
