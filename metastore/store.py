@@ -569,16 +569,19 @@ class Layer:
             return new_bytes
         return self.run(txn)
 
-    def _insert_entries(self, entries: Sequence[tuple[str, bytes, bytes, bytes]],
+    def _insert_entries(self, entries: Sequence[tuple[str, bytes, bytes, bytes]]
+                        | Sequence[tuple[str, bytes, bytes, bytes, int]],
                         created: int, used: int) -> int:
-        """INSERT OR IGNORE entries with their refs rows (inside a transaction); return how
-        many were new."""
+        """INSERT OR IGNORE entries (label, key, value, refs[, created]) with their refs rows
+        (inside a transaction); return how many were new."""
         conn = self.conn
         new = 0
-        for label, key, value, refs in entries:
+        for row in entries:
+            label, key, value, refs = row[:4]
             rows = conn.execute("INSERT OR IGNORE INTO entries (label, key, value, refs, "
                                 "created, used) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
-                                (label, key, value, refs, created, used)).fetchall()
+                                (label, key, value, refs, row[4] if len(row) > 4 else created,
+                                 used)).fetchall()
             if rows:
                 new += 1
                 seq = rows[0][0]
