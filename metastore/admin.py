@@ -1,21 +1,36 @@
-"""The admin CLI: ``metastore [--store PATH] {stats,config}`` (also ``python -m metastore``).
+"""The admin CLI: ``metastore [--store PATH] COMMAND`` (also ``python -m metastore``).
 
-Exit status 0 on success. Every error (bad usage, bad configuration, unreadable or foreign
-store) prints ONE line ``metastore: <message>`` on stderr and exits with status 2; never a
-traceback.
+Commands: ``stats``, ``config``, ``export``, ``merge``, ``gc``, ``verify``.  Exit status 0 on
+success; ``verify`` exits with 1 when it finds problems it did not repair.  Every error (bad
+usage, bad configuration, unreadable or foreign store) prints ONE line ``metastore:
+<message>`` on stderr and exits with status 2; never a traceback.  Long commands show
+progress (counts and bytes) on stderr when it is a terminal, nothing otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping, Sequence
-from typing import Any, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from metastore import __version__
-from metastore.config import Config, ConfigError, Setting, describe, load_config
+from metastore.config import (
+    Config,
+    ConfigError,
+    Setting,
+    describe,
+    load_config,
+    parse_size,
+    split_base,
+)
+
+if TYPE_CHECKING:
+    from metastore.store import Base, Store
 
 __all__ = ["main"]
 
@@ -58,6 +73,35 @@ def _human_bytes(n: int) -> str:
     raise AssertionError("unreachable")
 
 
+class Progress:
+    """``(count, bytes)`` callback that redraws one status line on a terminal (at most ten
+    times a second) and prints nothing when *stream* is not a terminal."""
+
+    def __init__(self, what: str, unit: str, stream: IO[str] | None = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.enabled = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.what = what
+        self.unit = unit
+        self._last = 0.0
+        self._width = 0
+
+    def __call__(self, count: int, nbytes: int) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self._last < 0.1:
+            return
+        self._last = now
+        text = f"{self.what}: {count:,} {self.unit}, {_human_bytes(nbytes)}"
+        self.stream.write("\r" + text.ljust(self._width))
+        self.stream.flush()
+        self._width = len(text)
+
+    def done(self) -> None:
+        if self.enabled and self._width:
+            self.stream.write("\r" + " " * self._width + "\r")
+            self.stream.flush()
+            self._width = 0
+
+
 def _pairs(mapping: Mapping[str, int]) -> str:
     if not mapping:
         return "-"
@@ -78,11 +122,15 @@ def format_stats(layers: Sequence[Mapping[str, Any]], missing_top: str | None = 
                 "blobs",
                 f"{layer.get('blobs', 0):,}  ({_human_bytes(int(layer.get('blob_bytes', 0)))})",
             ),
-            ("on disk", _human_bytes(int(layer.get("file_bytes", 0)))),
+            ("on disk", _human_bytes(int(layer.get("file_bytes", 0)))
+             + (f"  (live {_human_bytes(int(layer.get('live_bytes', 0)))}, "
+                f"{layer.get('orphan_blobs', 0):,} evicted blobs awaiting deletion)"
+                if layer.get("role") == "top" else "")),
             ("labels", _pairs(layer.get("labels") or {})),
             ("counters", _pairs(layer.get("counters") or {})),
         ]
-        lines.append(f"{layer.get('role', '?')!s:<5} {layer.get('path', '?')}")
+        immutable = "  (immutable)" if layer.get("immutable") else ""
+        lines.append(f"{layer.get('role', '?')!s:<5} {layer.get('path', '?')}{immutable}")
         lines.extend(f"  {name:<15} {value}" for name, value in rows)
         if i != len(layers) - 1:
             lines.append("")
@@ -111,13 +159,20 @@ def cmd_stats(args: argparse.Namespace) -> None:
     from metastore.store import Store, StoreError
 
     try:
-        store = Store(top, bases)
+        store = Store(top, _bases(config))
         try:
+            if args.zero:
+                if store.top is None:
+                    raise _Fail(f"{missing_top}: no store there yet; nothing to zero")
+                store.top.zero_counters()
             layers = [layer._asdict() for layer in store.stats()]
         finally:
             store.close()
     except StoreError as e:
         raise _Fail(str(e)) from None
+    if args.zero:
+        print(f"zeroed the counters of {top}")
+        return
 
     if args.json:
         out: dict[str, Any] = {"layers": layers}
@@ -126,6 +181,164 @@ def cmd_stats(args: argparse.Namespace) -> None:
         print(json.dumps(out, indent=2, sort_keys=True))
     else:
         print(format_stats(layers, missing_top))
+
+
+def _bases(config: Config) -> list[Base]:
+    from metastore.store import Base
+
+    return [Base(*split_base(spec)) for spec in config.bases.value]
+
+
+def _open(args: argparse.Namespace, *, top: bool = True, create: bool = False,
+          with_bases: bool = True) -> tuple[Store, Config]:
+    """The configured store (top, with bases unless not *with_bases*)."""
+    from metastore.store import Store, StoreError
+
+    config = effective_config(args.store)
+    path = config.store.value
+    if top and not create and not os.path.exists(path):
+        raise _Fail(f"{path}: no store there yet (the first mypy-metastore run creates it); "
+                    f"store comes from: {config.store.source}")
+    bases = _bases(config) if with_bases else []
+    try:
+        return Store(path if top else None, bases), config
+    except StoreError as e:
+        raise _Fail(str(e)) from None
+
+
+def _since(text: str) -> int:
+    """Unix time from DAYS (a number: that many days ago) or an ISO date/time (UTC)."""
+    try:
+        return int(time.time() - float(text) * 86400)
+    except ValueError:
+        pass
+    try:
+        when = datetime.datetime.fromisoformat(text)
+    except ValueError:
+        raise _Fail(f"--since {text!r}: expected a number of days or a date such as "
+                    "2025-01-31") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=datetime.timezone.utc)
+    return int(when.timestamp())
+
+
+def _days(text: str, option: str, unit: str = "days") -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1
+    if not value >= 0:
+        raise _Fail(f"{option} {text!r}: expected a number of {unit} (0 or more)")
+    return value
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from metastore.maintenance import export
+    from metastore.store import StoreError
+
+    store, _ = _open(args, top=os.path.exists(effective_config(args.store).store.value)
+                     or not effective_config(args.store).bases.value)
+    progress = Progress("export", "blobs")
+    try:
+        result = export(store, args.out, labels=args.namespace or (),
+                        since=None if args.since is None else _since(args.since),
+                        progress=progress)
+    except StoreError as e:
+        raise _Fail(str(e)) from None
+    finally:
+        progress.done()
+        store.close()
+    skipped = f"; {result.skipped} entries left out (blobs missing)" if result.skipped else ""
+    print(f"exported {result.entries:,} entries, {result.blobs:,} blobs "
+          f"({_human_bytes(result.blob_bytes)}) to {os.path.abspath(args.out)} "
+          f"({_human_bytes(result.file_bytes)}){skipped}")
+
+
+def cmd_merge(args: argparse.Namespace) -> None:
+    from metastore.maintenance import merge
+    from metastore.store import Store, StoreError
+
+    dest = args.into if args.into is not None else effective_config(args.store).store.value
+    for src in args.sources:
+        if not os.path.isfile(src):
+            raise _Fail(f"{os.path.abspath(src)}: source store does not exist; check the path")
+    progress = Progress("merge", "entries")
+    try:
+        store = Store(os.path.abspath(dest))
+        try:
+            result = merge(store, args.sources, progress=progress)
+        finally:
+            progress.done()
+            store.close()
+    except StoreError as e:
+        raise _Fail(str(e)) from None
+    skipped = f"; {result.skipped} skipped (blobs missing)" if result.skipped else ""
+    print(f"merged {len(args.sources)} store(s) into {os.path.abspath(dest)}: "
+          f"{result.entries:,} new entries of {result.seen:,}, "
+          f"{_human_bytes(result.blob_bytes)} of new blobs{skipped}")
+
+
+def cmd_gc(args: argparse.Namespace) -> None:
+    from metastore.maintenance import gc
+    from metastore.store import ORPHAN_GRACE_S, StoreError
+
+    store, config = _open(args, with_bases=False)
+    try:
+        max_size = (parse_size(args.max_size, "--max-size") if args.max_size is not None
+                    else None if args.older_than is not None else config.max_size.value)
+    except ConfigError as e:
+        store.close()
+        raise _Fail(str(e)) from None
+    if max_size == 0 and args.max_size is None:
+        max_size = None  # max_size = 0 in the configuration means "no cap"
+    older = None if args.older_than is None else _days(args.older_than, "--older-than") * 86400
+    grace = ORPHAN_GRACE_S if args.grace is None else _days(args.grace, "--grace", "seconds")
+    progress = Progress("gc", "entries evicted")
+    try:
+        result = gc(store, max_size=max_size, older_than_s=older, grace_s=grace,
+                    progress=progress)
+    except StoreError as e:
+        raise _Fail(str(e)) from None
+    finally:
+        progress.done()
+        store.close()
+    cap = "no cap" if max_size is None else f"cap {_human_bytes(max_size)}"
+    print(f"gc {config.store.value}: evicted {result.entries:,} entries, deleted "
+          f"{result.blobs:,} blobs ({_human_bytes(result.blob_bytes)}); live size "
+          f"{_human_bytes(result.live_bytes)} ({cap}), file {_human_bytes(result.file_bytes)}")
+
+
+def cmd_verify(args: argparse.Namespace) -> None:
+    from metastore.maintenance import verify
+    from metastore.store import StoreError
+
+    config = effective_config(args.store)
+    store, _ = _open(args, top=os.path.exists(config.store.value) or not config.bases.value)
+    progress = Progress("verify", "blobs")
+    try:
+        reports = verify(store, repair=args.repair, progress=progress)
+    except StoreError as e:
+        raise _Fail(str(e)) from None
+    finally:
+        progress.done()
+        store.close()
+    bad = False
+    for r in reports:
+        summary = f"{r.entries:,} entries, {r.blobs:,} blobs ({_human_bytes(r.blob_bytes)})"
+        if r.problems:
+            bad = True
+            fix = ("run 'metastore verify --repair'" if r.role == "top"
+                   else "a base is never repaired: re-export or re-download it")
+            print(f"BROKEN {r.role} {r.path}: {'; '.join(r.problems)}; {fix}")
+        elif r.repaired:
+            print(f"repaired {r.role} {r.path}: {'; '.join(r.repaired)}; now {summary}")
+        else:
+            print(f"ok {r.role} {r.path}: {summary}")
+        for w in r.warnings:
+            print(f"warning {r.role} {r.path}: {w}")
+    sys.stdout.flush()
+    if bad:
+        sys.exit(1)
 
 
 def cmd_config(args: argparse.Namespace) -> None:
@@ -194,7 +407,43 @@ def build_parser() -> argparse.ArgumentParser:
     sub.required = True
     p_stats = sub.add_parser("stats", help="per-layer statistics of the store")
     p_stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p_stats.add_argument("--zero", action="store_true",
+                         help="reset the top's persistent counters (hits, misses, ...)")
     p_stats.set_defaults(func=cmd_stats)
+    p_export = sub.add_parser(
+        "export", help="write a compact read-only copy of the store (every layer) to OUT, "
+        "e.g. to publish as a CI artifact and use as a base")
+    p_export.add_argument("out", metavar="OUT")
+    p_export.add_argument("--namespace", action="append", metavar="LABEL",
+                          help="only entries of this namespace label (as in `metastore "
+                          "stats`; repeatable)")
+    p_export.add_argument("--since", metavar="DAYS|DATE",
+                          help="only entries created or used in the last DAYS days, or since "
+                          "DATE (ISO, UTC)")
+    p_export.set_defaults(func=cmd_export)
+    p_merge = sub.add_parser("merge", help="copy what the store lacks from other stores "
+                             "(append-only; safe while others use it)")
+    p_merge.add_argument("sources", nargs="+", metavar="SRC")
+    p_merge.add_argument("--into", metavar="DST",
+                         help="the store to merge into (default: the configured store)")
+    p_merge.set_defaults(func=cmd_merge)
+    p_gc = sub.add_parser("gc", help="evict least recently used entries from the top")
+    p_gc.add_argument("--max-size", metavar="SIZE",
+                      help="evict until the live size is at most SIZE (e.g. 2G, 500M; "
+                      "default: the max_size setting)")
+    p_gc.add_argument("--older-than", metavar="DAYS",
+                      help="evict entries not used for DAYS days")
+    p_gc.add_argument("--grace", metavar="SECONDS",
+                      help="delete blobs of evicted entries only SECONDS after eviction "
+                      "(default 3600, so runs in progress keep them; 0 only when no run "
+                      "is going on)")
+    p_gc.set_defaults(func=cmd_gc)
+    p_verify = sub.add_parser("verify", help="check schema, blob digests, references and "
+                              "layer health; exit status 1 if something is broken")
+    p_verify.add_argument("--repair", action="store_true",
+                          help="remove from the top what is broken (bad blobs and the "
+                          "entries that need missing or bad blobs)")
+    p_verify.set_defaults(func=cmd_verify)
     p_config = sub.add_parser("config", help="effective settings and where each came from")
     p_config.add_argument("--json", action="store_true", help="print JSON")
     p_config.set_defaults(func=cmd_config)

@@ -9,7 +9,14 @@ enabled    bool            MYPY_METASTORE (0/1)        --metastore-off
 store      path            MYPY_METASTORE_STORE        --metastore-store PATH
 bases      list of paths   MYPY_METASTORE_BASES        --metastore-base PATH (repeated)
 stats      bool            MYPY_METASTORE_STATS (0/1)  --metastore-stats
+max_size   size            MYPY_METASTORE_MAX_SIZE     -
+copy_hits  bool            MYPY_METASTORE_COPY_HITS    -
 =========  ==============  ==========================  ===============================
+
+A base path may end with ``?immutable=1`` (SQLite's URI parameter): the base is then
+declared never to change while in use and is opened without locks or ``-wal``/``-shm``
+files (see :func:`split_base`). A size is a number of bytes with an optional suffix
+``K``/``M``/``G``/``T`` (powers of 1024; ``KiB``, ``MB``, ... accepted); 0 means no cap.
 
 The file is the one mypy itself would read (``--config-file`` in mypy's argv, else mypy's
 own search order), with our section ``[tool.metastore]`` (pyproject.toml) or
@@ -36,8 +43,11 @@ from typing import Any, Generic, NamedTuple, TypeVar
 
 __all__ = [
     "CONFIG_KEYS",
+    "DEFAULT_MAX_SIZE",
     "ENV_BASES",
+    "ENV_COPY_HITS",
     "ENV_ENABLED",
+    "ENV_MAX_SIZE",
     "ENV_STATS",
     "ENV_STORE",
     "FLAGS",
@@ -49,17 +59,26 @@ __all__ = [
     "export_to_environ",
     "find_config_file",
     "load_config",
+    "parse_size",
     "split_argv",
+    "split_base",
 ]
 
 T = TypeVar("T")
 
-CONFIG_KEYS: tuple[str, ...] = ("enabled", "store", "bases", "stats")
+CONFIG_KEYS: tuple[str, ...] = ("enabled", "store", "bases", "stats", "max_size", "copy_hits")
 
 ENV_ENABLED = "MYPY_METASTORE"
 ENV_STORE = "MYPY_METASTORE_STORE"
 ENV_BASES = "MYPY_METASTORE_BASES"
 ENV_STATS = "MYPY_METASTORE_STATS"
+ENV_MAX_SIZE = "MYPY_METASTORE_MAX_SIZE"
+ENV_COPY_HITS = "MYPY_METASTORE_COPY_HITS"
+
+#: Default cap of the top layer (as ccache's default cache size).
+DEFAULT_MAX_SIZE = 5 * 1024**3
+IMMUTABLE_SUFFIX = "?immutable="
+_SIZE_UNITS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 #: Drop-in flags: flag -> (setting key, takes a value).
 FLAGS: dict[str, tuple[str, bool]] = {
@@ -124,6 +143,8 @@ class Config(NamedTuple):
     bases: Setting[tuple[str, ...]]
     stats: Setting[bool]
     config_file: str | None = None
+    max_size: Setting[int] = Setting(DEFAULT_MAX_SIZE, "default")
+    copy_hits: Setting[bool] = Setting(False, "default")
 
 
 # --------------------------------------------------------------------------- defaults
@@ -499,10 +520,45 @@ def _parse_path(raw: object, where: str, base_dir: str, environ: Mapping[str, st
     return os.path.realpath(os.path.join(base_dir, _expanduser(path, environ)))
 
 
+def split_base(spec: str) -> tuple[str, bool]:
+    """``(path, immutable)`` of a base as held in :attr:`Config.bases`."""
+    path, sep, flag = spec.rpartition(IMMUTABLE_SUFFIX)
+    if sep and flag.strip().lower() in _TRUE | _FALSE:
+        return path, flag.strip().lower() in _TRUE
+    return spec, False
+
+
+def _parse_base(raw: object, where: str, base_dir: str, environ: Mapping[str, str]) -> str:
+    """A base path, with ``?immutable=1`` kept (normalised) when given and true."""
+    if isinstance(raw, str):
+        path, sep, flag = raw.rpartition(IMMUTABLE_SUFFIX)
+        if sep:
+            if _parse_bool(flag, f"{where} = {raw!r}: ?immutable"):
+                return _parse_path(path, where, base_dir, environ) + IMMUTABLE_SUFFIX + "1"
+            return _parse_path(path, where, base_dir, environ)
+    return _parse_path(raw, where, base_dir, environ)
+
+
 def _parse_paths(
     items: Iterable[object], where: str, base_dir: str, environ: Mapping[str, str]
 ) -> tuple[str, ...]:
-    return tuple(_parse_path(item, where, base_dir, environ) for item in items)
+    return tuple(_parse_base(item, where, base_dir, environ) for item in items)
+
+
+def parse_size(raw: object, where: str) -> int:
+    """Bytes from ``raw``: an int, or a number with a suffix K/M/G/T (powers of 1024, also
+    written KiB, KB, ...); 0 means "no cap". Raises ConfigError."""
+    if isinstance(raw, bool):
+        raise ConfigError(f"{where} = {raw!r}: expected a size such as 5G, 500M or 0")
+    if isinstance(raw, int) and raw >= 0:
+        return raw
+    if isinstance(raw, str):
+        import re
+
+        m = re.fullmatch(r"(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?", raw.strip().lower())
+        if m:
+            return int(float(m[1]) * _SIZE_UNITS[m[2]])
+    raise ConfigError(f"{where} = {raw!r}: expected a size such as 5G, 500M or 0 (no cap)")
 
 
 def _split_ini_list(raw: str) -> list[str]:
@@ -537,6 +593,8 @@ def load_config(
     store: Setting[str] = Setting(default_store_path(environ), "default")
     bases: Setting[tuple[str, ...]] = Setting((), "default")
     stats: Setting[bool] = Setting(False, "default")
+    max_size: Setting[int] = Setting(DEFAULT_MAX_SIZE, "default")
+    copy_hits: Setting[bool] = Setting(False, "default")
     config_file: str | None = None
 
     # -- file
@@ -561,6 +619,10 @@ def load_config(
             enabled = Setting(_parse_bool(section["enabled"], where("enabled")), source)
         if "stats" in section:
             stats = Setting(_parse_bool(section["stats"], where("stats")), source)
+        if "copy_hits" in section:
+            copy_hits = Setting(_parse_bool(section["copy_hits"], where("copy_hits")), source)
+        if "max_size" in section:
+            max_size = Setting(parse_size(section["max_size"], where("max_size")), source)
         if "store" in section:
             path = _parse_path(section["store"], where("store"), file_dir, environ)
             store = Setting(path, source)
@@ -585,6 +647,10 @@ def load_config(
         enabled = Setting(_parse_bool(v, f"env {ENV_ENABLED}"), f"env {ENV_ENABLED}")
     if (v := env(ENV_STATS)) is not None:
         stats = Setting(_parse_bool(v, f"env {ENV_STATS}"), f"env {ENV_STATS}")
+    if (v := env(ENV_COPY_HITS)) is not None:
+        copy_hits = Setting(_parse_bool(v, f"env {ENV_COPY_HITS}"), f"env {ENV_COPY_HITS}")
+    if (v := env(ENV_MAX_SIZE)) is not None:
+        max_size = Setting(parse_size(v, f"env {ENV_MAX_SIZE}"), f"env {ENV_MAX_SIZE}")
     if (v := env(ENV_STORE)) is not None:
         store = Setting(_parse_path(v, f"env {ENV_STORE}", here, environ), f"env {ENV_STORE}")
     if (v := env(ENV_BASES)) is not None:
@@ -613,7 +679,8 @@ def load_config(
             raise ConfigError(f"{flag('bases')} = {raw_bases!r}: expected a list of paths")
         bases = Setting(_parse_paths(raw_bases, flag("bases"), here, environ), flag("bases"))
 
-    return Config(enabled=enabled, store=store, bases=bases, stats=stats, config_file=config_file)
+    return Config(enabled=enabled, store=store, bases=bases, stats=stats, config_file=config_file,
+                  max_size=max_size, copy_hits=copy_hits)
 
 
 def export_to_environ(config: Config, environ: MutableMapping[str, str]) -> None:
@@ -628,6 +695,8 @@ def export_to_environ(config: Config, environ: MutableMapping[str, str]) -> None
     environ[ENV_STORE] = os.path.abspath(config.store.value)
     environ[ENV_BASES] = os.pathsep.join(os.path.abspath(b) for b in config.bases.value)
     environ[ENV_STATS] = "1" if config.stats.value else "0"
+    environ[ENV_MAX_SIZE] = str(config.max_size.value)
+    environ[ENV_COPY_HITS] = "1" if config.copy_hits.value else "0"
 
 
 def describe(config: Config) -> list[tuple[str, str, str]]:
@@ -645,6 +714,8 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         "store": config.store,
         "bases": config.bases,
         "stats": config.stats,
+        "max_size": config.max_size,
+        "copy_hits": config.copy_hits,
     }
     return [(k, show(s.value), s.source) for k, s in settings.items()]
 

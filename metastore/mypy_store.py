@@ -64,6 +64,7 @@ if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker
         def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]: ...
         def get_slot(self, key: bytes) -> tuple[float, bytes] | None: ...
         def get_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]: ...
+        def have_blobs(self, digests: Sequence[bytes]) -> set[bytes]: ...
         def put(
             self,
             *,
@@ -71,6 +72,7 @@ if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker
             blobs: Iterable[bytes] = ...,
             slots: Sequence[tuple[bytes, float, bytes]] = ...,
             counters: Mapping[str, int] = ...,
+            used: Iterable[tuple[int, int]] = ...,
         ) -> int: ...
 
     class Scratch(Protocol):
@@ -98,7 +100,14 @@ class RunStats:
         self.read_bytes = 0
         self.written_bytes = 0
         self.store_seconds = 0.0
+        self.layer_hits: list[int] = [0]  # metas offered per layer: top, then each base
         self.problems: list[str] = []
+
+    def hit(self, layer: int) -> None:
+        """Count a meta offered from ``layer`` (0 the top, i + 1 base i)."""
+        while len(self.layer_hits) <= layer:
+            self.layer_hits.append(0)
+        self.layer_hits[layer] += 1
 
     def add(self, other: dict[str, Any]) -> None:
         """Add another process's counters (as from :meth:`as_dict`)."""
@@ -115,7 +124,7 @@ class RunStats:
             f"rechecked={self.rechecked} published={self.published} "
             f"meta_writes={self.meta_writes} read_bytes={self.read_bytes} "
             f"written_bytes={self.written_bytes} store_seconds={self.store_seconds:.3f} "
-            f"store={store_path}"
+            f"layer_hits={','.join(map(str, self.layer_hits))} store={store_path}"
         )
 
 
@@ -168,6 +177,8 @@ class Offer(NamedTuple):
     manifest: Manifest
     mtime: int
     size: int
+    layer: int = -1  # where the unit was found (see metastore.store.Entry); -1: unknown
+    seq: int = -1
 
 
 def options_key(options: dict[str, object]) -> str:
@@ -230,6 +241,7 @@ class MypyStore:
         self._publishing = backend is not None
         self._pinned: set[str] = set()
         self._counter_deltas: dict[str, int] = {}
+        self._used: set[tuple[int, int]] = set()  # (layer, seq) of units offered, for the store
         self._session = Session.current()
         self._scratch: Scratch | None = None
 
@@ -361,6 +373,10 @@ class MypyStore:
             if not view.parallel_worker:
                 self.stats.offered += 1
                 self._bump("offered")
+                if offer.layer >= 0:
+                    self.stats.hit(offer.layer)
+                    self._bump("hits_top" if offer.layer == 0 else "hits_base")
+                    self._used.add((offer.layer, offer.seq))
             return meta
         if part == "data":
             blob = self._blob(manifest.data)
@@ -547,15 +563,36 @@ class MypyStore:
                        f"{[c[1] for c in entry[2] if c[2] is manifest]} "
                        f"mismatches {mismatches(manifest)} bad deps "
                        f"{[d for d, h in edges[id(manifest)] if interface(d) not in (None, h)]}")
-        for stem, entry in found.items():
-            if entry is None or stem not in choice:
-                self._offers[stem] = None
-            else:
-                path, source, _ = entry
-                self._offers[stem] = Offer(stem, path, choice[stem], source.mtime, source.size)
         # mypy reads every offered meta and its meta_ex/err next: fetch them in one go.
         self._prefetch([part for manifest in choice.values()
                         for part in (manifest.meta, manifest.ex)])
+        # A unit whose blobs are gone (evicted, or a damaged store) is not offered: once
+        # mypy has accepted a meta it must find the data, or it crashes.
+        missing = self._missing_parts(choice)
+        for stem, entry in found.items():
+            if entry is None or stem not in choice or stem in missing:
+                self._offers[stem] = None
+            else:
+                path, source, candidates = entry
+                layer, seq = next((c[0], c[1]) for c in candidates if c[2] is choice[stem])
+                self._offers[stem] = Offer(stem, path, choice[stem], source.mtime, source.size,
+                                           layer, seq)
+
+    def _missing_parts(self, choice: Mapping[str, Manifest]) -> set[str]:
+        """Stems of ``choice`` whose meta or meta_ex/err blob is not in the blob cache (after
+        the prefetch) or whose data blob is not in the store."""
+        missing = {stem for stem, m in choice.items()
+                   if m.meta not in self._blob_cache or m.ex not in self._blob_cache}
+        data = {m.data for stem, m in choice.items() if stem not in missing}
+        if not data or self.backend is None:
+            return missing
+        try:
+            present = self.backend.have_blobs([bytes.fromhex(d) for d in sorted(data)])
+        except StoreError as e:
+            self._problem(str(e))
+            return set(choice)
+        have = {d.hex() for d in present}
+        return missing | {stem for stem, m in choice.items() if m.data not in have}
 
     def _prune_inconsistent(
         self, found: dict[str, _Found], edges: dict[int, list[tuple[str, str]]]
@@ -694,7 +731,7 @@ class MypyStore:
         self._dirty.clear()
         memo = self._sources.pending()
         if (not units and not self._unpublished_slots and not self._counter_deltas
-                and not memo):
+                and not memo and not self._used):
             return
         if self.backend is None or not self._publishing:
             return
@@ -708,7 +745,7 @@ class MypyStore:
         counters["published"] = counters.get("published", 0) + len(units)
         try:
             written = self.backend.put(entries=entries, blobs=blobs, slots=slots,
-                                       counters=counters)
+                                       counters=counters, used=sorted(self._used))
         except StoreError as e:
             self._problem(f"{e}; this run's results were not saved")
             self._publishing = False
@@ -717,6 +754,7 @@ class MypyStore:
         self.stats.written_bytes += written
         self._counter_deltas.clear()
         self._unpublished_slots.clear()
+        self._used.clear()
 
     def _assemble(
         self, stem: str

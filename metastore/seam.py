@@ -26,7 +26,7 @@ from metastore.config import Config
 
 if TYPE_CHECKING:
     from metastore.mypy_store import MypyStore
-    from metastore.store import Store
+    from metastore.store import Base, Store
 
 _CACHE_DB = re.compile(r"(^|[/\\])\d+\.\d+[/\\]cache(\.\d+)?\.db$")
 
@@ -57,6 +57,14 @@ def install(config: Config) -> None:
 
     connect._mypy_metastore = True  # type: ignore[attr-defined]
     dbapi2.connect = connect
+
+
+def config_bases(config: Config) -> list[Base]:
+    """The configured bases as :class:`metastore.store.Base` (with their immutable flag)."""
+    from metastore.config import split_base
+    from metastore.store import Base
+
+    return [Base(*split_base(spec)) for spec in config.bases.value]
 
 
 def report_once(message: str) -> None:
@@ -104,7 +112,9 @@ class _Run:
         if session is not None and session.is_coordinator:
             session.remove()  # a new build of this process starts with an empty scratch pad
         try:
-            self.backend = Store(config.store.value, list(config.bases.value))
+            self.backend = Store(config.store.value, config_bases(config),
+                                 copy_hits=config.copy_hits.value,
+                                 max_size=config.max_size.value)
         except StoreError as e:
             report_once(f"{e}; running mypy without the store")
             return

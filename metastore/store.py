@@ -33,9 +33,21 @@ T = TypeVar("T")
 
 #: ``PRAGMA application_id`` of a store file: ASCII "myms".
 APPLICATION_ID = 0x6D796D73
-#: ``PRAGMA user_version`` of the schema written by this code.
-SCHEMA_VERSION = 1
+#: ``PRAGMA user_version`` of the schema written by this code.  Version 1 files are read as
+#: bases as they are; a writable version 1 top is migrated to version 2 when it is opened.
+SCHEMA_VERSION = 2
 DIGEST_SIZE = 32
+
+#: Last-use times are written at most once per this many seconds per entry (coarse LRU).
+TOUCH_GRAIN_S = 3600
+#: Blobs of evicted entries are deleted only after this many seconds, so that a run that
+#: chose an entry before it was evicted still finds its blobs.
+ORPHAN_GRACE_S = 3600
+#: Automatic trimming: at most this long per put (the rest continues at the next put),
+#: down to this fraction of max_size.
+TRIM_BUDGET_S = 0.2
+TRIM_LOW_WATER = 0.9
+TRIM_BATCH = 256
 
 # Retry policy for SQLITE_BUSY/SQLITE_LOCKED that survive the busy timeout, or that SQLite
 # reports without waiting (WAL recovery, journal-mode change, deadlock avoidance).
@@ -76,6 +88,26 @@ CREATE TABLE counters (
 );
 """
 
+# Version 2: eviction bookkeeping.  ``used`` is the coarse last-use time (unix seconds) of an
+# entry; ``refs`` indexes entries by the blobs they need (a blob may be shared by entries);
+# ``orphans`` holds blobs no entry needs any more, deleted ORPHAN_GRACE_S after ``since``.
+# New stores are created as version 1 plus this migration, so both have the same layout.
+_MIGRATE_V2 = """
+ALTER TABLE entries ADD COLUMN used INTEGER NOT NULL DEFAULT 0;
+UPDATE entries SET used = created;
+CREATE INDEX entries_used ON entries (used);
+CREATE TABLE refs (
+    digest BLOB NOT NULL,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (digest, seq)
+) WITHOUT ROWID;
+CREATE TABLE orphans (
+    digest BLOB PRIMARY KEY,
+    since INTEGER NOT NULL,
+    size INTEGER NOT NULL
+) WITHOUT ROWID;
+"""
+
 
 class StoreError(Exception):
     """A problem with a store file; ``str()`` is one line: "<path>: <problem>; <fix>"."""
@@ -106,6 +138,35 @@ class LayerStats(NamedTuple):
     schema_version: int
     labels: dict[str, int]
     counters: dict[str, int]
+    live_bytes: int = 0  # pages in use minus blobs awaiting deletion (what max_size caps)
+    orphan_blobs: int = 0  # blobs of evicted entries awaiting deletion (see ORPHAN_GRACE_S)
+    immutable: bool = False
+
+
+class Base(NamedTuple):
+    """A read-only layer: its path, and whether it is known never to change while in use
+    (then it is opened with SQLite's ``immutable=1``: no locks, no ``-wal``/``-shm``)."""
+
+    path: str
+    immutable: bool = False
+
+
+class SizeInfo(NamedTuple):
+    """Sizes of a writable layer, in bytes (cheap: page counts, not a scan)."""
+
+    used: int  # pages in use (page_count - freelist_count) * page_size
+    pending: int  # bytes of orphan blobs awaiting deletion
+    oldest_orphan: int | None  # unix time the oldest orphan was orphaned
+
+    @property
+    def live(self) -> int:
+        return max(0, self.used - self.pending)
+
+
+class EvictResult(NamedTuple):
+    entries: int
+    orphaned_blobs: int
+    orphaned_bytes: int
 
 
 def _error(path: str, problem: str, fix: str) -> StoreError:
@@ -190,6 +251,12 @@ def transaction(conn: apsw.Connection) -> Iterator[None]:
         raise
 
 
+def _refs_of(refs: Any) -> list[bytes]:
+    """The digests concatenated in an entry's ``refs`` column."""
+    data = bytes(refs)
+    return [data[i:i + DIGEST_SIZE] for i in range(0, len(data), DIGEST_SIZE)]
+
+
 def _chunks(items: Sequence[T]) -> Iterator[Sequence[T]]:
     for i in range(0, len(items), _CHUNK):
         yield items[i:i + _CHUNK]
@@ -202,9 +269,12 @@ def _marks(n: int) -> str:
 class Layer:
     """One SQLite file of a store: the writable top or a read-only base."""
 
-    def __init__(self, path: str, *, writable: bool, busy_timeout_ms: int) -> None:
+    def __init__(self, path: str, *, writable: bool, busy_timeout_ms: int,
+                 immutable: bool = False) -> None:
         self.path = os.path.abspath(path)
         self.writable = writable
+        self.immutable = immutable and not writable
+        self.version = 0
         self._busy_timeout_ms = busy_timeout_ms
         self._pid = os.getpid()
         self._conn: apsw.Connection | None = None
@@ -242,6 +312,10 @@ class Layer:
             conn = apsw.Connection(self.path)
         else:
             uri = "file:" + urllib.parse.quote(self.path) + "?mode=ro"
+            if self.immutable:
+                # The file is declared never to change: SQLite takes no locks and never
+                # looks for (or creates) -wal/-shm files.
+                uri += "&immutable=1"
             conn = apsw.Connection(uri, flags=apsw.SQLITE_OPEN_READONLY | apsw.SQLITE_OPEN_URI)
         try:
             # Wait for other processes' locks inside SQLite rather than failing at once
@@ -250,7 +324,8 @@ class Layer:
             if not self.writable:
                 # Belt and braces: make any accidental write on a base fail (connection-only).
                 conn.execute("PRAGMA query_only = 1")
-                if self._check_schema(conn):
+                self.version = self._check_schema(conn)
+                if not self.version:
                     raise _error(self.path, "empty file, not a mypy-metastore store",
                                  "check the base path")
                 return conn
@@ -259,7 +334,11 @@ class Layer:
                              "cannot write (permission denied or read-only file system)",
                              "fix the permissions, choose another store path, or use it as "
                              "a base")
-            empty = self._check_schema(conn)  # refuse foreign files before writing anything
+            version = self._check_schema(conn)  # refuse foreign files before writing anything
+            if not version:
+                # Pages freed by eviction go back to the file system (PRAGMA
+                # incremental_vacuum); only possible before the first page is written.
+                conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
             # WAL: readers never block the writer and never see a partial transaction;
             # persistent in the file, a no-op if already set.  Must run outside a transaction.
             conn.execute("PRAGMA journal_mode = WAL").fetchall()
@@ -269,28 +348,43 @@ class Layer:
             # Cap the WAL file left behind after a checkpoint (64 MiB), so one large put does
             # not leave a large file forever.
             conn.execute("PRAGMA journal_size_limit = 67108864")
-            if empty:
-                # Race-safe creation: re-check under the write lock; the loser sees the schema.
+            if version < SCHEMA_VERSION:
+                # Race-safe creation and migration: re-check under the write lock; the loser
+                # sees the new schema.
                 with transaction(conn):
-                    if self._check_schema(conn):
+                    version = self._check_schema(conn)
+                    if not version:
                         conn.execute(_SCHEMA)
-                        # Mark the file as ours and its schema version (checked on every open).
+                        # Mark the file as ours (checked on every open).
                         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
-                        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    if version < 2:
+                        self._migrate_v2(conn)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            self.version = SCHEMA_VERSION
             return conn
         except BaseException:
             conn.close()
             raise
 
-    def _check_schema(self, conn: apsw.Connection) -> bool:
-        """Return True if the file is empty; raise StoreError if it is not ours (read-only)."""
+    @staticmethod
+    def _migrate_v2(conn: apsw.Connection) -> None:
+        """Version 1 -> 2 (inside the caller's transaction): last-use times and the refs
+        index, built from the existing entries."""
+        conn.execute(_MIGRATE_V2)
+        rows = [(ref, seq) for seq, refs in conn.execute("SELECT seq, refs FROM entries")
+                for ref in _refs_of(refs)]
+        conn.executemany("INSERT OR IGNORE INTO refs (digest, seq) VALUES (?, ?)", rows)
+
+    def _check_schema(self, conn: apsw.Connection) -> int:
+        """Return the schema version, 0 if the file is empty; raise StoreError if it is not
+        ours (read-only)."""
         # One statement, so one snapshot: a concurrent creator's commit is seen all or nothing.
         app_id, version, tables = (int(v or 0) for v in conn.execute(
             "SELECT (SELECT application_id FROM pragma_application_id),"
             " (SELECT user_version FROM pragma_user_version),"
             " (SELECT count(*) FROM sqlite_master)").fetchall()[0])
         if app_id == 0 and version == 0 and tables == 0:
-            return True
+            return 0
         if app_id != APPLICATION_ID:
             raise _error(self.path, "not a mypy-metastore store (an SQLite database of another "
                          "application)",
@@ -301,7 +395,7 @@ class Layer:
         if version < 1:
             raise _error(self.path, f"not a mypy-metastore store (schema version {version})",
                          "remove the file or choose another path")
-        return False
+        return version
 
     # -- plumbing ------------------------------------------------------------------------
 
@@ -397,11 +491,41 @@ class Layer:
                 "SELECT name, value FROM counters ORDER BY name")}
             file_bytes = sum(os.path.getsize(p) for p in (self.path, self.path + "-wal")
                              if os.path.exists(p))
+            orphans = int(one("SELECT count(*) FROM orphans")) if self.version >= 2 else 0
             return LayerStats(path=self.path, role=role, entries=int(one(
                 "SELECT count(*) FROM entries")), blobs=int(one("SELECT count(*) FROM blobs")),
                 blob_bytes=int(one("SELECT coalesce(sum(size), 0) FROM blobs")),
                 file_bytes=file_bytes, schema_version=int(c.pragma("user_version")),
-                labels=labels, counters=counters)
+                labels=labels, counters=counters, live_bytes=self._size().live,
+                orphan_blobs=orphans, immutable=self.immutable)
+        return self.run(query)
+
+    def size(self) -> SizeInfo:
+        """Sizes from page counts (no scan); see :class:`SizeInfo`."""
+        return self.run(self._size)
+
+    def _size(self) -> SizeInfo:
+        has_orphans = self.version >= 2
+        row: Any = self.conn.execute(
+            "SELECT (SELECT page_count FROM pragma_page_count),"
+            " (SELECT freelist_count FROM pragma_freelist_count),"
+            " (SELECT page_size FROM pragma_page_size)"
+            + (", (SELECT coalesce(sum(size), 0) FROM orphans), (SELECT min(since) FROM orphans)"
+               if has_orphans else ", 0, NULL")).fetchall()[0]
+        pages, free, page_size, pending, oldest = row
+        return SizeInfo(used=(int(pages) - int(free)) * int(page_size),
+                        pending=int(pending),
+                        oldest_orphan=None if oldest is None else int(oldest))
+
+    def entries_by_seq(self, seqs: Sequence[int]) -> list[tuple[str, bytes, bytes, bytes, int]]:
+        """(label, key, value, refs, created) of the entries with these seqs, in seq order."""
+        def query() -> list[tuple[str, bytes, bytes, bytes, int]]:
+            rows: list[tuple[str, bytes, bytes, bytes, int]] = []
+            for chunk in _chunks(sorted(set(seqs))):
+                rows.extend(self.conn.execute(
+                    f"SELECT label, key, value, refs, created FROM entries WHERE seq IN "
+                    f"({_marks(len(chunk))}) ORDER BY seq", chunk))
+            return rows
         return self.run(query)
 
     # -- writes (top only) ---------------------------------------------------------------
@@ -409,9 +533,14 @@ class Layer:
     def write(self, blobs: Mapping[bytes, bytes],
               entries: Sequence[tuple[str, bytes, bytes, bytes]],
               slots: Sequence[tuple[bytes, float, bytes]], counters: Mapping[str, int],
-              check_refs: Sequence[bytes]) -> int:
+              check_refs: Sequence[bytes], touch: Sequence[int] = (),
+              copies: Sequence[tuple[str, bytes, bytes, bytes]] = (),
+              copy_blobs: Mapping[bytes, bytes] = {}) -> int:
         """Insert everything in ONE transaction; return the bytes of newly stored blobs.
 
+        *touch*: seqs of entries of this layer that were used (their last-use time is
+        updated if older than TOUCH_GRAIN_S).  *copies*: entries copied from a base with
+        their *copy_blobs* (counted in the ``copied`` counter, not in the bytes returned).
         Raises ValueError (nothing written) if one of *check_refs* is neither in *blobs* nor
         already in this layer.
         """
@@ -431,17 +560,126 @@ class Layer:
                     if conn.changes():
                         new_bytes += len(data)
                 now = int(time.time())
-                conn.executemany("INSERT OR IGNORE INTO entries (label, key, value, refs, "
-                                 "created) VALUES (?, ?, ?, ?, ?)",
-                                 [(label, key, value, refs, now)
-                                  for label, key, value, refs in entries])
+                self._insert_entries(entries, now, now)
+                all_counters = dict(counters)
+                if copies:
+                    for blob_digest, data in copy_blobs.items():
+                        conn.execute("INSERT OR IGNORE INTO blobs (digest, size, data) "
+                                     "VALUES (?, ?, ?)", (blob_digest, len(data), data))
+                    copied = self._insert_entries(copies, now, now)
+                    if copied:
+                        all_counters["copied"] = all_counters.get("copied", 0) + copied
+                if touch:
+                    for chunk in _chunks(sorted(set(touch))):
+                        conn.execute(f"UPDATE entries SET used = ? WHERE used < ? AND seq IN "
+                                     f"({_marks(len(chunk))})",
+                                     (now, now - TOUCH_GRAIN_S, *chunk))
                 conn.executemany("INSERT OR REPLACE INTO slots (key, mtime, data) "
                                  "VALUES (?, ?, ?)", slots)
-                conn.executemany("INSERT INTO counters (name, value) VALUES (?, ?) "
-                                 "ON CONFLICT (name) DO UPDATE SET value = value + excluded.value",
-                                 list(counters.items()))
+                self._count(conn, all_counters)
             return new_bytes
         return self.run(txn)
+
+    def _insert_entries(self, entries: Sequence[tuple[str, bytes, bytes, bytes]]
+                        | Sequence[tuple[str, bytes, bytes, bytes, int]],
+                        created: int, used: int) -> int:
+        """INSERT OR IGNORE entries (label, key, value, refs[, created]) with their refs rows
+        (inside a transaction); return how many were new."""
+        conn = self.conn
+        new = 0
+        for row in entries:
+            label, key, value, refs = row[:4]
+            rows = conn.execute("INSERT OR IGNORE INTO entries (label, key, value, refs, "
+                                "created, used) VALUES (?, ?, ?, ?, ?, ?) RETURNING seq",
+                                (label, key, value, refs, row[4] if len(row) > 4 else created,
+                                 used)).fetchall()
+            if rows:
+                new += 1
+                seq = rows[0][0]
+                conn.executemany("INSERT OR IGNORE INTO refs (digest, seq) VALUES (?, ?)",
+                                 [(refs[i:i + DIGEST_SIZE], seq)
+                                  for i in range(0, len(refs), DIGEST_SIZE)])
+        return new
+
+    # -- eviction (top only) -------------------------------------------------------------
+
+    def evict(self, limit: int, *, used_before: int | None = None) -> EvictResult:
+        """Delete up to *limit* least recently used entries (only those last used before
+        *used_before*, if given) in one transaction.  Blobs no remaining entry needs become
+        orphans: deleted by :meth:`sweep` once ORPHAN_GRACE_S has passed."""
+        def txn() -> EvictResult:
+            conn = self.conn
+            with transaction(conn):
+                where = "" if used_before is None else "WHERE used < ?"
+                params: tuple[int, ...] = () if used_before is None else (used_before,)
+                rows: list[Any] = conn.execute(
+                    f"SELECT seq, refs FROM entries {where} ORDER BY used, seq "
+                    f"LIMIT {int(limit)}", params).fetchall()
+                if not rows:
+                    return EvictResult(0, 0, 0)
+                seqs = [int(seq) for seq, _ in rows]
+                for chunk in _chunks(seqs):
+                    conn.execute(f"DELETE FROM entries WHERE seq IN ({_marks(len(chunk))})",
+                                 chunk)
+                pairs = [(ref, seq) for seq, refs in rows for ref in _refs_of(refs)]
+                conn.executemany("DELETE FROM refs WHERE digest = ? AND seq = ?", pairs)
+                now = int(time.time())
+                orphaned = orphaned_bytes = 0
+                for blob_digest in sorted({d for d, _ in pairs}):
+                    conn.execute("INSERT OR IGNORE INTO orphans (digest, since, size) "
+                                 "SELECT digest, ?, size FROM blobs WHERE digest = ? AND NOT "
+                                 "EXISTS (SELECT 1 FROM refs WHERE digest = ?)",
+                                 (now, blob_digest, blob_digest))
+                    if conn.changes():
+                        orphaned += 1
+                        size: Any = conn.execute("SELECT size FROM orphans WHERE digest = ?",
+                                                 (blob_digest,)).fetchall()[0][0]
+                        orphaned_bytes += int(size)
+                self._count(conn, {"evicted_entries": len(rows)})
+                return EvictResult(len(rows), orphaned, orphaned_bytes)
+        return self.run(txn)
+
+    def sweep(self, limit: int, *, grace_s: float = ORPHAN_GRACE_S) -> tuple[int, int]:
+        """Delete up to *limit* orphan blobs orphaned at least *grace_s* ago and still
+        needed by no entry (one transaction); return (blobs, bytes) deleted."""
+        def txn() -> tuple[int, int]:
+            conn = self.conn
+            with transaction(conn):
+                rows: list[Any] = conn.execute("SELECT digest, size FROM orphans WHERE since <= ? "
+                                    f"ORDER BY since LIMIT {int(limit)}",
+                                    (time.time() - grace_s,)).fetchall()
+                deleted = deleted_bytes = 0
+                for blob_digest, size in rows:
+                    conn.execute("DELETE FROM orphans WHERE digest = ?", (blob_digest,))
+                    conn.execute("DELETE FROM blobs WHERE digest = ? AND NOT EXISTS "
+                                 "(SELECT 1 FROM refs WHERE digest = ?)",
+                                 (blob_digest, blob_digest))
+                    if conn.changes():
+                        deleted += 1
+                        deleted_bytes += int(size)
+                if deleted:
+                    self._count(conn, {"evicted_blobs": deleted,
+                                       "evicted_bytes": deleted_bytes})
+            return deleted, deleted_bytes
+        return self.run(txn)
+
+    def vacuum_free(self, pages: int | None = None) -> None:
+        """Return free pages to the file system (``PRAGMA incremental_vacuum``); a no-op for
+        stores created before version 2 (auto_vacuum off)."""
+        arg = "" if pages is None else f"({int(pages)})"
+        self.run(lambda: self.conn.execute(f"PRAGMA incremental_vacuum{arg}").fetchall())
+
+    def zero_counters(self) -> None:
+        def txn() -> None:
+            with transaction(self.conn):
+                self.conn.execute("DELETE FROM counters")
+                self._count(self.conn, {"zeroed_at": int(time.time())})
+        self.run(txn)
+
+    @staticmethod
+    def _count(conn: apsw.Connection, counters: Mapping[str, int]) -> None:
+        conn.executemany("INSERT INTO counters (name, value) VALUES (?, ?) ON CONFLICT (name) "
+                         "DO UPDATE SET value = value + excluded.value", list(counters.items()))
 
 
 class Store:
@@ -453,17 +691,22 @@ class Store:
     if a file cannot be opened or is not a store of a schema this version reads.
     """
 
-    def __init__(self, top: str | None, bases: Sequence[str] = (), *,
-                 busy_timeout_ms: int = 60_000) -> None:
+    def __init__(self, top: str | None, bases: Sequence[str | Base] = (), *,
+                 busy_timeout_ms: int = 60_000, copy_hits: bool = False,
+                 max_size: int = 0) -> None:
         self._lock = threading.RLock()
         self._layers: list[tuple[int, Layer]] = []
+        self.copy_hits = copy_hits
+        self.max_size = max_size
         try:
             if top is not None:
                 self._layers.append(
                     (0, Layer(top, writable=True, busy_timeout_ms=busy_timeout_ms)))
             for i, base in enumerate(bases):
+                spec = base if isinstance(base, Base) else Base(base)
                 self._layers.append(
-                    (i + 1, Layer(base, writable=False, busy_timeout_ms=busy_timeout_ms)))
+                    (i + 1, Layer(spec.path, writable=False, busy_timeout_ms=busy_timeout_ms,
+                                  immutable=spec.immutable)))
         except BaseException:
             self.close()
             raise
@@ -474,6 +717,16 @@ class Store:
     def path(self) -> str | None:
         """Absolute path of the top layer, or None."""
         return self._top.path if self._top is not None else None
+
+    @property
+    def top(self) -> Layer | None:
+        """The writable top layer, or None."""
+        return self._top
+
+    @property
+    def layers(self) -> list[Layer]:
+        """Every layer, top first."""
+        return [layer for _, layer in self._layers]
 
     @property
     def base_paths(self) -> tuple[str, ...]:
@@ -521,6 +774,18 @@ class Store:
                 wanted = [d for d in wanted if d not in found]
         return found
 
+    def have_blobs(self, digests: Sequence[bytes]) -> set[bytes]:
+        """Return those of *digests* present in some layer (no blob data is read)."""
+        wanted = list(dict.fromkeys(digests))
+        found: set[bytes] = set()
+        with self._lock:
+            for _, layer in self._layers:
+                if not wanted:
+                    break
+                found |= layer.have_blobs(wanted)
+                wanted = [d for d in wanted if d not in found]
+        return found
+
     def get_slot(self, key: bytes) -> tuple[float, bytes] | None:
         """Return (mtime, data) of a slot (top first, then bases in order), or None."""
         with self._lock:
@@ -545,12 +810,17 @@ class Store:
 
     def put(self, *, entries: Sequence[tuple[str, bytes, bytes, Sequence[bytes]]] = (),
             blobs: Iterable[bytes] = (), slots: Sequence[tuple[bytes, float, bytes]] = (),
-            counters: Mapping[str, int] = {}) -> int:
+            counters: Mapping[str, int] = {}, used: Iterable[tuple[int, int]] = ()) -> int:
         """Write to the top in ONE short transaction; return the bytes of new blobs.
 
         entries are (label, key, value, refs); refs are digests of blobs the entry needs.
         Blobs are inserted by digest (INSERT OR IGNORE), then entries (INSERT OR IGNORE,
         unique on (key, value)); slots replace; counters are added (value += delta).
+        *used*: (layer, seq) of entries (as from :meth:`lookup`) used since the last put:
+        the top's get a coarse last-use time (bases are never written); with ``copy_hits``,
+        base entries are copied into the top with their blobs.  Afterwards, if the top
+        exceeds ``max_size``, it is trimmed for at most TRIM_BUDGET_S (the rest is left to
+        later puts; trimming problems are left to them too).
         Raises ValueError (nothing written) if a ref is neither in *blobs* nor in a layer;
         StoreError if there is no top or the top cannot be written.
         """
@@ -567,12 +837,83 @@ class Store:
             needed.update(refs)
             rows.append((label, key, value, b"".join(refs)))
         needed.difference_update(by_digest)
+        touch = sorted({seq for layer, seq in used if layer == 0})
         with self._lock:
-            # Bases never change: check them outside the write transaction to keep it short.
+            # Bases never change: check them (and read what is copied from them) outside the
+            # write transaction to keep it short.
             for layer in self._bases:
                 if needed:
                     needed -= layer.have_blobs(sorted(needed))
-            return self._top.write(by_digest, rows, slots, counters, sorted(needed))
+            copies, copy_blobs = self._copies(used) if self.copy_hits else ([], {})
+            written = self._top.write(by_digest, rows, slots, counters, sorted(needed),
+                                      touch=touch, copies=copies, copy_blobs=copy_blobs)
+            if self.max_size > 0:
+                with contextlib.suppress(StoreError):
+                    self.trim(self.max_size, budget_s=TRIM_BUDGET_S)
+            return written
+
+    def _copies(self, used: Iterable[tuple[int, int]]
+                ) -> tuple[list[tuple[str, bytes, bytes, bytes]], dict[bytes, bytes]]:
+        """The base entries among *used* with every blob they need (others are skipped)."""
+        by_layer: dict[int, list[int]] = {}
+        for number, seq in used:
+            if number > 0:
+                by_layer.setdefault(number, []).append(seq)
+        layers = dict(self._layers)
+        copies: list[tuple[str, bytes, bytes, bytes]] = []
+        blobs: dict[bytes, bytes] = {}
+        for number, seqs in sorted(by_layer.items()):
+            layer = layers.get(number)
+            if layer is None:
+                continue
+            for label, key, value, refs, _ in layer.entries_by_seq(seqs):
+                needs = _refs_of(refs)
+                missing = [d for d in needs if d not in blobs]
+                blobs.update(layer.get_blobs(missing))
+                if all(d in blobs for d in needs):
+                    copies.append((label, bytes(key), bytes(value), bytes(refs)))
+        return copies, blobs
+
+    def trim(self, max_size: int, *, budget_s: float | None = None,
+             grace_s: float = ORPHAN_GRACE_S,
+             progress: Callable[[int, int], None] | None = None) -> tuple[int, int, int]:
+        """Evict least recently used entries of the top until its live size (see
+        :class:`SizeInfo`) is at most TRIM_LOW_WATER * *max_size* (when over *max_size*),
+        and delete orphan blobs older than *grace_s*; stop after *budget_s* seconds if given.
+
+        Returns (entries evicted, blobs deleted, bytes of blobs deleted).  *progress* is
+        called with (entries evicted, bytes orphaned) so far.
+        """
+        top = self._top
+        if top is None:
+            return 0, 0, 0
+        start = time.monotonic()
+        evicted = orphaned_bytes = blobs = blob_bytes = 0
+
+        def out_of_time() -> bool:
+            return budget_s is not None and time.monotonic() - start > budget_s
+
+        with self._lock:
+            size = top.size()
+            if size.live > max_size:
+                while size.live > max_size * TRIM_LOW_WATER and not out_of_time():
+                    result = top.evict(TRIM_BATCH)
+                    if not result.entries:
+                        break
+                    evicted += result.entries
+                    orphaned_bytes += result.orphaned_bytes
+                    if progress is not None:
+                        progress(evicted, orphaned_bytes)
+                    size = top.size()
+            if size.oldest_orphan is not None and size.oldest_orphan <= time.time() - grace_s:
+                while not out_of_time():
+                    n, nbytes = top.sweep(TRIM_BATCH, grace_s=grace_s)
+                    blobs += n
+                    blob_bytes += nbytes
+                    if n < TRIM_BATCH:
+                        break
+                top.vacuum_free(None if budget_s is None else 2048)
+        return evicted, blobs, blob_bytes
 
     def stats(self) -> list[LayerStats]:
         """Per-layer statistics, top first."""

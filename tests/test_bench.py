@@ -37,7 +37,9 @@ def test_bench_reports_every_scenario_exact(product: Product, tmp_path: Path) ->
     assert rows["P2"]["store_rechecked"] == 0 and rows["P3"]["store_rechecked"] == 0
     assert rows["P2"]["store_read_bytes"] > 0
     assert rows["P5"]["store_rechecked"] >= 1
-    assert rows["P7"]["stock_failures"] == 0 and rows["P7"]["store_failures"] == 0
+    # Stock mypy sharing one --cache-dir may fail under concurrency (that is what P7 shows);
+    # the store may not.
+    assert rows["P7"]["store_failures"] == 0 and rows["P7"]["stock_failures"] >= 0
     assert all(row["stock_seconds"] > 0 and row["store_seconds"] > 0 for row in rows.values())
     # The project itself is untouched: no cache, no store, no edit.
     assert sorted(p.relative_to(proj) for p in proj.rglob("*")) == before

@@ -97,9 +97,10 @@ def test_verbose_parser_rejects_inconsistent_lines() -> None:
 
 def test_stats_parser() -> None:
     line = ("mypy-metastore: offered=12 missed=3 rechecked=4 published=5 meta_writes=0 "
-            "read_bytes=1024 written_bytes=77 store_seconds=0.125 store=/tmp/a b/store.db")
+            "read_bytes=1024 written_bytes=77 store_seconds=0.125 layer_hits=2,10 "
+            "store=/tmp/a b/store.db")
     s = Stats.parse(f"LOG:  x\n{line}\n")
-    assert s == Stats(12, 3, 4, 5, 0, 1024, 77, 0.125, "/tmp/a b/store.db")
+    assert s == Stats(12, 3, 4, 5, 0, 1024, 77, 0.125, "/tmp/a b/store.db", (2, 10))
     with pytest.raises(ParseError):
         Stats.parse("LOG:  nothing\n")
     with pytest.raises(ParseError):
@@ -108,6 +109,10 @@ def test_stats_parser() -> None:
         Stats.parse(line.replace(" meta_writes=0", ""))
     with pytest.raises(ParseError):
         Stats.parse(line.replace("offered=12", "offered=x"))
+    with pytest.raises(ParseError):
+        Stats.parse(line.replace("layer_hits=2,10", "layer_hits=2,9"))  # must add up
+    with pytest.raises(ParseError):
+        Stats.parse(line.replace(" layer_hits=2,10", ""))
 
 
 def test_generator_is_deterministic_and_small() -> None:

@@ -109,7 +109,7 @@ def test_put_dedups_blobs_and_entries(tmp_path: Path) -> None:
     (st,) = s.stats()
     assert (st.entries, st.blobs, st.labels) == (15, 17, {"meta": 15})
     assert st.blob_bytes == sum(len(blob(i)) for i in range(16)) + 1
-    assert st.schema_version == 1 and st.file_bytes > 0
+    assert st.schema_version == store_mod.SCHEMA_VERSION and st.file_bytes > 0
     assert all(len(v) == 1 for v in s.lookup([b"key-%d" % i for i in range(15)]).values())
     s.close()
 
@@ -163,7 +163,7 @@ def _foreign(p: Path) -> None:
 def _newer(p: Path) -> None:
     make_store(p, lambda s: s.put(blobs=[b"x"]))
     c = apsw.Connection(str(p))
-    c.execute("PRAGMA user_version = 2")
+    c.execute(f"PRAGMA user_version = {store_mod.SCHEMA_VERSION + 1}")
     c.close()
 
 

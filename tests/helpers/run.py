@@ -42,7 +42,7 @@ _STATS = re.compile(
     r" rechecked=(?P<rechecked>\d+) published=(?P<published>\d+)"
     r" meta_writes=(?P<meta_writes>\d+) read_bytes=(?P<read_bytes>\d+)"
     r" written_bytes=(?P<written_bytes>\d+) store_seconds=(?P<store_seconds>\d+(?:\.\d+)?)"
-    r" store=(?P<store>.+)$"
+    r" layer_hits=(?P<layer_hits>\d+(?:,\d+)*) store=(?P<store>.+)$"
 )
 STATS_PREFIX = "mypy-metastore: offered="
 MESSAGE_PREFIX = "mypy-metastore:"
@@ -106,6 +106,7 @@ class Stats:
     written_bytes: int
     store_seconds: float
     store: str
+    layer_hits: tuple[int, ...] = (0,)  # metas offered per layer: top, then each base
 
     @classmethod
     def parse(cls, stderr: str) -> Stats:
@@ -118,8 +119,12 @@ class Stats:
         if m is None:
             raise ParseError(f"malformed stats line: {lines[0]!r}")
         ints = {k: int(v) for k, v in m.groupdict().items()
-                if k not in ("store", "store_seconds")}
-        return cls(store_seconds=float(m["store_seconds"]), store=m["store"], **ints)
+                if k not in ("store", "store_seconds", "layer_hits")}
+        hits = tuple(int(n) for n in m["layer_hits"].split(","))
+        if sum(hits) != ints["offered"]:
+            raise ParseError(f"layer_hits {hits} do not add up to offered: {lines[0]!r}")
+        return cls(store_seconds=float(m["store_seconds"]), store=m["store"],
+                   layer_hits=hits, **ints)
 
 
 @dataclass(frozen=True)
