@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import sys
 
-from metastore.config import ConfigError, load_config
+from metastore.config import ConfigError, expand_argfiles, load_config
 
 
 def _is_mypy_cli() -> bool:
@@ -37,8 +37,9 @@ def activate() -> None:
     if os.environ.get("MYPY_METASTORE") == "0" or _in_dropin():
         return
     from_environment = os.environ.get("MYPY_METASTORE") == "1"
-    mypy_argv = sys.argv[1:] if _is_mypy_cli() else []
     try:
+        # --config-file may sit in an @file argument list (mypy expands those itself).
+        mypy_argv = expand_argfiles(sys.argv[1:]) if _is_mypy_cli() else []
         config = load_config(mypy_argv=mypy_argv)
     except ConfigError as e:
         if from_environment or _is_mypy_cli():

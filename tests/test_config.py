@@ -568,3 +568,23 @@ def test_dropin_runs_mypy(repo: Path, home: Path) -> None:
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("mypy-metastore: error: unknown option '--metastore-of'")
     assert r.stderr.count("\n") == 1
+
+
+def test_hook_reads_config_file_named_in_an_argument_file(
+    repo: Path, fake_seam: list[Config], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Plain ``mypy @args`` where the argument file names the config file that enables the
+    store: the startup hook expands the @file as mypy will, and installs the store."""
+    from metastore import hook
+
+    monkeypatch.chdir(repo)
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("MYPY_METASTORE")}
+    monkeypatch.setattr(os, "environ", environ)
+    write(repo / "conf" / "strict.ini", "[mypy]\n\n[metastore]\nenabled = true\nstore = s.db\n")
+    write(repo / "args.txt", "--config-file\nconf/strict.ini\npkg\n")
+    monkeypatch.setattr(sys, "argv", ["mypy", "@args.txt"])
+    monkeypatch.delitem(sys.modules, "metastore.dropin", raising=False)  # not the drop-in
+    hook.activate()
+    assert len(fake_seam) == 1
+    assert fake_seam[0].store.value == str(repo / "conf" / "s.db")
+    assert sys.argv == ["mypy", "@args.txt", "--sqlite-cache"]
