@@ -183,6 +183,16 @@ def _is_wal_file(path: str) -> bool:
     return len(header) == 20 and header[18] == 2 and header[19] == 2
 
 
+def _disk_nearly_full(path: str) -> bool:
+    """True if the file system holding *path* has less than 1 MiB free (SQLite reports
+    some writes on a full disk, e.g. of the ``-shm`` file, as I/O errors, not as full)."""
+    try:
+        st = os.statvfs(os.path.dirname(path) or ".")
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < 1024 * 1024
+
+
 def _translate(path: str, exc: apsw.Error, *, writable: bool) -> StoreError:
     """Map an apsw exception to a one-line StoreError naming *path*, problem and fix."""
     if isinstance(exc, (apsw.BusyError, apsw.LockedError)):
@@ -208,7 +218,12 @@ def _translate(path: str, exc: apsw.Error, *, writable: bool) -> StoreError:
         return _error(path, f"cannot write (permission denied or read-only file system: {exc})",
                       "fix the permissions, choose another store path, or use it as a base")
     if isinstance(exc, apsw.IOError):
-        return _error(path, f"I/O error ({exc})", "check the disk and the file system")
+        if _disk_nearly_full(path):
+            return _error(path, "disk full (an I/O error with no free space left)",
+                          "free some disk space or move the store elsewhere")
+        code = getattr(exc, "extendedresult", None)
+        name = apsw.mapping_extended_result_codes.get(code, code) if code else "SQLITE_IOERR"
+        return _error(path, f"I/O error ({name})", "check the disk and the file system")
     return _error(path, f"SQLite error ({type(exc).__name__}: {exc})",
                   "check the file, or delete it (it is only a cache)")
 
