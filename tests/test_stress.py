@@ -34,6 +34,8 @@ def test_load_on_one_store_vs_stock_on_one_cache_dir(harness: Harness, tmp_path:
     dirs = stress.make_versions(tmp_path / "versions")
     ours = stress.run_load(h, dirs, kind="dropin", procs=prof.procs, rounds=prof.rounds)
     _report(f"[{prof.name}] {ours.line()}")
+    for failure in ours.failures[:5]:
+        _report(f"  FAILURE (ours): {failure}")
     stock = stress.run_load(h, dirs, kind="stock", procs=prof.procs, rounds=prof.rounds)
     _report(f"[{prof.name}] {stock.line()}")
     for failure in stock.failures[:5]:
