@@ -296,3 +296,38 @@ def test_wal_file_left_by_a_crashed_writer(harness: Harness, proj: Path) -> None
     c.close()
     ok = admin(h, "--store", str(store), "verify")
     assert ok.returncode == 0, ok
+
+
+@pytest.mark.parametrize("part", ["meta", "data"])
+def test_base_with_blobs_not_matching_their_digests(harness: Harness, proj: Path,
+                                                    tmp_path: Path, part: str) -> None:
+    """A hostile or damaged base (issue 5, item 4): forged blobs are detected on read
+    (verify_bases, default on), reported once, not used; the run is exact and the base
+    untouched; `metastore verify` names it broken."""
+    h = harness
+    store = warm_store(h, proj)
+    base = tmp_path / "artifact" / "base.db"
+    base.parent.mkdir()
+    out = admin(h, "--store", str(store), "export", str(base))
+    assert out.returncode == 0, out
+    index = {"meta": 0, "data": 1}[part]
+    c = sqlite3.connect(base)
+    units = c.execute("SELECT refs FROM entries ORDER BY seq").fetchall()
+    for (refs,) in units[:: max(1, len(units) // 4)]:
+        d = refs[32 * index: 32 * index + 32]
+        (blob,) = c.execute("SELECT data FROM blobs WHERE digest = ?", (d,)).fetchone()
+        c.execute("UPDATE blobs SET data = ? WHERE digest = ?", (bytes(blob)[::-1], d))
+    c.commit()
+    c.close()
+    before = sha(base)
+    top = tmp_path / "empty-top" / "top.db"
+    run = quiet_run(h, proj, top, bases=[base])
+    one_line(run, str(base), "damaged or forged", "remove it from bases")
+    h.assert_exact(run)
+    assert sha(base) == before
+    broken = subprocess.run(
+        [h.product.python, "-m", "metastore", "--store", str(top), "verify"], cwd=h.tmp,
+        env=h._product_env({"MYPY_METASTORE_BASES": str(base)}), capture_output=True,
+        text=True, timeout=180)
+    assert broken.returncode == 1 and "BROKEN base" in broken.stdout, broken
+    assert sha(base) == before
