@@ -588,6 +588,6 @@ def test_verify_bases_default_file_env_and_export(tmp_path: Path) -> None:
     out: dict[str, str] = {}
     cfg.export_to_environ(from_file, out)
     assert out[cfg.ENV_VERIFY_BASES] == "0"
-    with pytest.raises(cfg.ConfigError, match="verify_bases"):
+    with pytest.raises(cfg.ConfigError, match="MYPY_METASTORE_VERIFY_BASES"):
         cfg.load_config({}, mypy_argv=[], environ={cfg.ENV_VERIFY_BASES: "maybe"},
                         cwd=str(tmp_path))
