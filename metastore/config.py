@@ -2,16 +2,20 @@
 
 Settings (see README.md, section Configuration):
 
-=========  ==============  ==========================  ===============================
-key        type            environment                 drop-in flag
-=========  ==============  ==========================  ===============================
-enabled    bool            MYPY_METASTORE (0/1)        --metastore-off
-store      path            MYPY_METASTORE_STORE        --metastore-store PATH
-bases      list of paths   MYPY_METASTORE_BASES        --metastore-base PATH (repeated)
-stats      bool            MYPY_METASTORE_STATS (0/1)  --metastore-stats
-max_size   size            MYPY_METASTORE_MAX_SIZE     -
-copy_hits  bool            MYPY_METASTORE_COPY_HITS    -
-=========  ==============  ==========================  ===============================
+============  ====  ===========================  ===============================
+key           type  environment                  drop-in flag
+============  ====  ===========================  ===============================
+enabled       bool  MYPY_METASTORE (0/1)         --metastore-off
+store         path  MYPY_METASTORE_STORE         --metastore-store PATH
+bases         list  MYPY_METASTORE_BASES         --metastore-base PATH (repeated)
+stats         bool  MYPY_METASTORE_STATS (0/1)   --metastore-stats
+max_size      size  MYPY_METASTORE_MAX_SIZE      -
+copy_hits     bool  MYPY_METASTORE_COPY_HITS     -
+verify_bases  bool  MYPY_METASTORE_VERIFY_BASES  -
+============  ====  ===========================  ===============================
+
+``bases`` is a list of paths; ``verify_bases`` (default on) makes every blob read from a base
+be checked against its digest (a base whose blobs do not match is reported and not used).
 
 A base path may end with ``?immutable=1`` (SQLite's URI parameter): the base is then
 declared never to change while in use and is opened without locks or ``-wal``/``-shm``
@@ -46,6 +50,7 @@ __all__ = [
     "DEFAULT_MAX_SIZE",
     "ENV_BASES",
     "ENV_COPY_HITS",
+    "ENV_VERIFY_BASES",
     "ENV_ENABLED",
     "ENV_MAX_SIZE",
     "ENV_STATS",
@@ -66,7 +71,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-CONFIG_KEYS: tuple[str, ...] = ("enabled", "store", "bases", "stats", "max_size", "copy_hits")
+CONFIG_KEYS: tuple[str, ...] = ("enabled", "store", "bases", "stats", "max_size", "copy_hits",
+                                   "verify_bases")
 
 ENV_ENABLED = "MYPY_METASTORE"
 ENV_STORE = "MYPY_METASTORE_STORE"
@@ -74,6 +80,7 @@ ENV_BASES = "MYPY_METASTORE_BASES"
 ENV_STATS = "MYPY_METASTORE_STATS"
 ENV_MAX_SIZE = "MYPY_METASTORE_MAX_SIZE"
 ENV_COPY_HITS = "MYPY_METASTORE_COPY_HITS"
+ENV_VERIFY_BASES = "MYPY_METASTORE_VERIFY_BASES"
 
 #: Default cap of the top layer (as ccache's default cache size).
 DEFAULT_MAX_SIZE = 5 * 1024**3
@@ -145,6 +152,7 @@ class Config(NamedTuple):
     config_file: str | None = None
     max_size: Setting[int] = Setting(DEFAULT_MAX_SIZE, "default")
     copy_hits: Setting[bool] = Setting(False, "default")
+    verify_bases: Setting[bool] = Setting(True, "default")
 
 
 # --------------------------------------------------------------------------- defaults
@@ -595,6 +603,7 @@ def load_config(
     stats: Setting[bool] = Setting(False, "default")
     max_size: Setting[int] = Setting(DEFAULT_MAX_SIZE, "default")
     copy_hits: Setting[bool] = Setting(False, "default")
+    verify_bases: Setting[bool] = Setting(True, "default")
     config_file: str | None = None
 
     # -- file
@@ -621,6 +630,9 @@ def load_config(
             stats = Setting(_parse_bool(section["stats"], where("stats")), source)
         if "copy_hits" in section:
             copy_hits = Setting(_parse_bool(section["copy_hits"], where("copy_hits")), source)
+        if "verify_bases" in section:
+            verify_bases = Setting(_parse_bool(section["verify_bases"], where("verify_bases")),
+                                   source)
         if "max_size" in section:
             max_size = Setting(parse_size(section["max_size"], where("max_size")), source)
         if "store" in section:
@@ -649,6 +661,9 @@ def load_config(
         stats = Setting(_parse_bool(v, f"env {ENV_STATS}"), f"env {ENV_STATS}")
     if (v := env(ENV_COPY_HITS)) is not None:
         copy_hits = Setting(_parse_bool(v, f"env {ENV_COPY_HITS}"), f"env {ENV_COPY_HITS}")
+    if (v := env(ENV_VERIFY_BASES)) is not None:
+        verify_bases = Setting(_parse_bool(v, f"env {ENV_VERIFY_BASES}"),
+                               f"env {ENV_VERIFY_BASES}")
     if (v := env(ENV_MAX_SIZE)) is not None:
         max_size = Setting(parse_size(v, f"env {ENV_MAX_SIZE}"), f"env {ENV_MAX_SIZE}")
     if (v := env(ENV_STORE)) is not None:
@@ -680,7 +695,7 @@ def load_config(
         bases = Setting(_parse_paths(raw_bases, flag("bases"), here, environ), flag("bases"))
 
     return Config(enabled=enabled, store=store, bases=bases, stats=stats, config_file=config_file,
-                  max_size=max_size, copy_hits=copy_hits)
+                  max_size=max_size, copy_hits=copy_hits, verify_bases=verify_bases)
 
 
 def export_to_environ(config: Config, environ: MutableMapping[str, str]) -> None:
@@ -697,6 +712,7 @@ def export_to_environ(config: Config, environ: MutableMapping[str, str]) -> None
     environ[ENV_STATS] = "1" if config.stats.value else "0"
     environ[ENV_MAX_SIZE] = str(config.max_size.value)
     environ[ENV_COPY_HITS] = "1" if config.copy_hits.value else "0"
+    environ[ENV_VERIFY_BASES] = "1" if config.verify_bases.value else "0"
 
 
 def describe(config: Config) -> list[tuple[str, str, str]]:
@@ -716,6 +732,7 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         "stats": config.stats,
         "max_size": config.max_size,
         "copy_hits": config.copy_hits,
+        "verify_bases": config.verify_bases,
     }
     return [(k, show(s.value), s.source) for k, s in settings.items()]
 

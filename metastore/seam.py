@@ -114,7 +114,9 @@ class _Run:
         try:
             self.backend = Store(config.store.value, config_bases(config),
                                  copy_hits=config.copy_hits.value,
-                                 max_size=config.max_size.value)
+                                 max_size=config.max_size.value,
+                                 verify_bases=config.verify_bases.value,
+                                 on_damage=report_once)
         except StoreError as e:
             report_once(f"{e}; running mypy without the store")
             return

@@ -183,6 +183,16 @@ def _is_wal_file(path: str) -> bool:
     return len(header) == 20 and header[18] == 2 and header[19] == 2
 
 
+def _disk_nearly_full(path: str) -> bool:
+    """True if the file system holding *path* has less than 1 MiB free (SQLite reports
+    some writes on a full disk, e.g. of the ``-shm`` file, as I/O errors, not as full)."""
+    try:
+        st = os.statvfs(os.path.dirname(path) or ".")
+    except (OSError, AttributeError):
+        return False
+    return st.f_bavail * st.f_frsize < 1024 * 1024
+
+
 def _translate(path: str, exc: apsw.Error, *, writable: bool) -> StoreError:
     """Map an apsw exception to a one-line StoreError naming *path*, problem and fix."""
     if isinstance(exc, (apsw.BusyError, apsw.LockedError)):
@@ -208,7 +218,12 @@ def _translate(path: str, exc: apsw.Error, *, writable: bool) -> StoreError:
         return _error(path, f"cannot write (permission denied or read-only file system: {exc})",
                       "fix the permissions, choose another store path, or use it as a base")
     if isinstance(exc, apsw.IOError):
-        return _error(path, f"I/O error ({exc})", "check the disk and the file system")
+        if _disk_nearly_full(path):
+            return _error(path, "disk full (an I/O error with no free space left)",
+                          "free some disk space or move the store elsewhere")
+        code = getattr(exc, "extendedresult", None)
+        name = apsw.mapping_extended_result_codes.get(code, code) if code else "SQLITE_IOERR"
+        return _error(path, f"I/O error ({name})", "check the disk and the file system")
     return _error(path, f"SQLite error ({type(exc).__name__}: {exc})",
                   "check the file, or delete it (it is only a cache)")
 
@@ -270,10 +285,16 @@ class Layer:
     """One SQLite file of a store: the writable top or a read-only base."""
 
     def __init__(self, path: str, *, writable: bool, busy_timeout_ms: int,
-                 immutable: bool = False) -> None:
+                 immutable: bool = False, verify: bool = False,
+                 on_damage: Callable[[str], None] | None = None) -> None:
         self.path = os.path.abspath(path)
         self.writable = writable
         self.immutable = immutable and not writable
+        #: Check every blob read against its digest; a blob that does not match is treated
+        #: as absent and recorded in ``damaged`` (``on_damage`` gets one line, once).
+        self.verify = verify
+        self.damaged: set[bytes] = set()
+        self._on_damage = on_damage
         self.version = 0
         self._busy_timeout_ms = busy_timeout_ms
         self._pid = os.getpid()
@@ -442,21 +463,48 @@ class Layer:
         return found
 
     def get_blob(self, blob_digest: bytes) -> bytes | None:
+        """The blob's data, or None (absent, or damaged when verifying)."""
         def query() -> bytes | None:
             rows = self.conn.execute("SELECT data FROM blobs WHERE digest = ?",
                                      (blob_digest,)).fetchall()
             return bytes(rows[0][0]) if rows else None  # type: ignore[arg-type]
-        return self.run(query)
+        data = self.run(query)
+        if data is not None and self.verify and not self._intact(blob_digest, data):
+            return None
+        return data
 
-    def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
-        """Return {digest: data} of those of *digests* present in this layer."""
+    def get_blobs(self, digests: Sequence[bytes], *, keep: bool = True) -> dict[bytes, bytes]:
+        """Return {digest: data} of those of *digests* present in this layer (and intact,
+        when verifying).  With ``keep=False`` the data is dropped after the check and the
+        values are empty (to check many large blobs in bounded memory)."""
         def query() -> dict[bytes, bytes]:
             found: dict[bytes, bytes] = {}
             for chunk in _chunks(digests):
                 sql = f"SELECT digest, data FROM blobs WHERE digest IN ({_marks(len(chunk))})"
-                found.update((bytes(d), bytes(data)) for d, data in self.conn.execute(sql, chunk))
+                for raw, raw_data in self.conn.execute(sql, chunk):
+                    d, data = bytes(raw), bytes(raw_data)
+                    if self.verify and not self._intact(d, data):
+                        continue
+                    found[d] = data if keep else b""
             return found
         return self.run(query)
+
+    def _intact(self, blob_digest: bytes, data: bytes) -> bool:
+        """True if *data* matches *blob_digest*; else record and report the damage."""
+        if digest(data) == blob_digest:
+            return True
+        if not self.damaged and self._on_damage is not None:
+            if self.writable:
+                what = ("store has blobs whose content does not match their digest (damaged); "
+                        "they are not used: run `metastore --store "
+                        f"{self.path} verify --repair`")
+            else:
+                what = ("base has blobs whose content does not match their digest (damaged "
+                        "or forged); they are not used: replace the base with a good copy "
+                        "from a trusted writer, or remove it from bases")
+            self._on_damage(f"{self.path}: {what}")
+        self.damaged.add(blob_digest)
+        return False
 
     def get_slot(self, key: bytes) -> tuple[float, bytes] | None:
         def query() -> tuple[float, bytes] | None:
@@ -693,7 +741,8 @@ class Store:
 
     def __init__(self, top: str | None, bases: Sequence[str | Base] = (), *,
                  busy_timeout_ms: int = 60_000, copy_hits: bool = False,
-                 max_size: int = 0) -> None:
+                 max_size: int = 0, verify_top: bool = True, verify_bases: bool = True,
+                 on_damage: Callable[[str], None] | None = None) -> None:
         self._lock = threading.RLock()
         self._layers: list[tuple[int, Layer]] = []
         self.copy_hits = copy_hits
@@ -701,12 +750,14 @@ class Store:
         try:
             if top is not None:
                 self._layers.append(
-                    (0, Layer(top, writable=True, busy_timeout_ms=busy_timeout_ms)))
+                    (0, Layer(top, writable=True, busy_timeout_ms=busy_timeout_ms,
+                              verify=verify_top, on_damage=on_damage)))
             for i, base in enumerate(bases):
                 spec = base if isinstance(base, Base) else Base(base)
                 self._layers.append(
                     (i + 1, Layer(spec.path, writable=False, busy_timeout_ms=busy_timeout_ms,
-                                  immutable=spec.immutable)))
+                                  immutable=spec.immutable, verify=verify_bases,
+                                  on_damage=on_damage)))
         except BaseException:
             self.close()
             raise
@@ -771,6 +822,23 @@ class Store:
                 if not wanted:
                     break
                 found.update(layer.get_blobs(wanted))
+                wanted = [d for d in wanted if d not in found]
+        return found
+
+    def intact_blobs(self, digests: Sequence[bytes]) -> set[bytes]:
+        """Return those of *digests* present in some layer, and intact in a layer that
+        verifies blobs (there the data is read and checked, then dropped; a damaged blob is
+        looked for in the layers below, as :meth:`get_blobs` does)."""
+        wanted = list(dict.fromkeys(digests))
+        found: set[bytes] = set()
+        with self._lock:
+            for _, layer in self._layers:
+                if not wanted:
+                    break
+                if layer.verify:
+                    found.update(layer.get_blobs(wanted, keep=False))
+                else:
+                    found |= layer.have_blobs(wanted)
                 wanted = [d for d in wanted if d not in found]
         return found
 

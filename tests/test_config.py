@@ -588,3 +588,26 @@ def test_hook_reads_config_file_named_in_an_argument_file(
     assert len(fake_seam) == 1
     assert fake_seam[0].store.value == str(repo / "conf" / "s.db")
     assert sys.argv == ["mypy", "@args.txt", "--sqlite-cache"]
+
+
+def test_verify_bases_default_file_env_and_export(tmp_path: Path) -> None:
+    """verify_bases: on by default; the file turns it off; the environment wins over the
+    file; export_to_environ carries it to child processes."""
+    (tmp_path / "other").mkdir()
+    none = cfg.load_config({}, mypy_argv=[], environ={}, cwd=str(tmp_path / "other"))
+    tmp_path = tmp_path / "proj"
+    tmp_path.mkdir()
+    (tmp_path / "mypy.ini").write_text("[mypy]\n\n[metastore]\nverify_bases = false\n")
+    assert none.verify_bases.value is True and none.verify_bases.source == "default"
+    from_file = cfg.load_config({}, mypy_argv=[], environ={}, cwd=str(tmp_path))
+    assert from_file.verify_bases.value is False
+    env = {cfg.ENV_VERIFY_BASES: "1"}
+    from_env = cfg.load_config({}, mypy_argv=[], environ=env, cwd=str(tmp_path))
+    assert from_env.verify_bases.value is True
+    assert from_env.verify_bases.source == f"env {cfg.ENV_VERIFY_BASES}"
+    out: dict[str, str] = {}
+    cfg.export_to_environ(from_file, out)
+    assert out[cfg.ENV_VERIFY_BASES] == "0"
+    with pytest.raises(cfg.ConfigError, match="MYPY_METASTORE_VERIFY_BASES"):
+        cfg.load_config({}, mypy_argv=[], environ={cfg.ENV_VERIFY_BASES: "maybe"},
+                        cwd=str(tmp_path))

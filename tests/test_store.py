@@ -426,3 +426,50 @@ def test_put_gives_up_after_bounded_retries(tmp_path: Path,
     t.join()
     assert put_range(s, 0, 3) > 0  # usable afterwards: the failed transaction was cleaned up
     s.close()
+
+
+def _tamper(path: Path, blob_digest: bytes, data: bytes) -> None:
+    """Replace the content of a blob behind the store's back (same digest, other bytes)."""
+    c = sqlite3.connect(path)
+    c.execute("UPDATE blobs SET data = ? WHERE digest = ?", (data, blob_digest))
+    c.commit()
+    c.close()
+
+
+@pytest.mark.parametrize("role", ["top", "base"])
+def test_damaged_blobs_are_not_returned_and_reported_once(tmp_path: Path, role: str) -> None:
+    good, other = b"good blob", b"another blob"
+    path = tmp_path / "s.db"
+    s = Store(str(path))
+    s.put(entries=[("l", b"k", b"v", [digest(good), digest(other)])], blobs=[good, other])
+    s.close()
+    _tamper(path, digest(good), b"forged blob")
+    reports: list[str] = []
+    top, bases = (str(path), []) if role == "top" else (None, [str(path)])
+    s = Store(top, bases, on_damage=reports.append)
+    assert s.get_blob(digest(good)) is None
+    assert s.get_blobs([digest(good), digest(other)]) == {digest(other): other}
+    assert s.intact_blobs([digest(good), digest(other)]) == {digest(other)}
+    assert s.have_blobs([digest(good)]) == {digest(good)}  # present, not read
+    assert len(reports) == 1 and reports[0].startswith(f"{path}: "), reports
+    assert ("verify --repair" in reports[0]) == (role == "top"), reports
+    s.close()
+    # Without verification (verify_bases=False) a base's blob is returned as stored.
+    if role == "base":
+        s = Store(None, [str(path)], verify_bases=False)
+        assert s.get_blob(digest(good)) == b"forged blob"
+        s.close()
+
+
+def test_damaged_top_blob_falls_back_to_an_intact_base_copy(tmp_path: Path) -> None:
+    good = b"shared blob"
+    top, base = tmp_path / "top.db", tmp_path / "base.db"
+    for p in (top, base):
+        s = Store(str(p))
+        s.put(entries=[("l", b"k", b"v", [digest(good)])], blobs=[good])
+        s.close()
+    _tamper(top, digest(good), b"rotten")
+    s = Store(str(top), [str(base)], on_damage=lambda _: None)
+    assert s.get_blob(digest(good)) == good
+    assert s.intact_blobs([digest(good)]) == {digest(good)}
+    s.close()
