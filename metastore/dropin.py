@@ -32,6 +32,10 @@ from metastore.config import (
 __all__ = ["main", "prepare"]
 
 PREFIX = "mypy-metastore: "
+#: Selects how the drop-in reaches mypy: unset or "seam" (default), or VIA_CACHE_STORE.
+ENV_VIA = "MYPY_METASTORE_VIA"
+VIA_CACHE_STORE = "cache-store"
+CACHE_STORE_FACTORY = "metastore.mypy_factory:create"
 DROPIN_SOURCE = "mypy-metastore (on unless --metastore-off or MYPY_METASTORE=0)"
 
 
@@ -86,6 +90,31 @@ def _without_skip_mtime_checks(mypy_argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _via_cache_store(
+    mypy_argv: Sequence[str], config: Config, environ: MutableMapping[str, str]
+) -> tuple[list[str], Config | None]:
+    """``MYPY_METASTORE_VIA=cache-store``: plug the store in through mypy's ``--cache-store``
+    option (mypy with ``patches/`` applied) instead of the SQL seam.
+
+    ``MYPY_METASTORE`` is exported as "0", so that no process (this one, mypy's workers)
+    installs the seam: the option is the only way in. The factory reads the other settings
+    from the exported environment.
+    """
+    from mypy.options import Options
+
+    if not hasattr(Options(), "cache_store"):
+        _warn(f"{ENV_VIA}={VIA_CACHE_STORE} needs a mypy with the --cache-store option "
+              "(see patches/); running mypy without the store")
+        environ[ENV_ENABLED] = "0"
+        return list(mypy_argv), None
+    export_to_environ(config, environ)
+    environ[ENV_ENABLED] = "0"
+    args = list(mypy_argv)
+    at = args.index("--") if "--" in args else len(args)
+    args[at:at] = ["--cache-store", CACHE_STORE_FACTORY]
+    return args, config
+
+
 def _uses_cache_map(mypy_argv: Sequence[str]) -> bool:
     for arg in mypy_argv:
         if arg == "--":
@@ -104,8 +133,10 @@ def prepare(
     if mypy is to run without the store. When the store is active, ``environ`` has been
     updated by :func:`export_to_environ` (so mypy's workers see the same configuration),
     ``metastore.seam.install(config)`` has run, and ``mypy_argv`` ends with
-    ``--sqlite-cache``. When it is not, ``environ[MYPY_METASTORE]`` is "0" so that neither
-    workers nor the startup hook activate it behind our back.
+    ``--sqlite-cache`` - or, with ``MYPY_METASTORE_VIA=cache-store`` (a patched mypy), no
+    seam is installed and ``mypy_argv`` ends with ``--cache-store`` naming our factory.
+    When it is not, ``environ[MYPY_METASTORE]`` is "0" so that neither workers nor the
+    startup hook activate it behind our back.
 
     ``argv`` may hold ``@file`` arguments: they are expanded (see
     :func:`metastore.config.expand_argfiles`) and ``mypy_argv`` holds their contents. With
@@ -148,6 +179,9 @@ def prepare(
         _warn(reason)
         environ[ENV_ENABLED] = "0"
         return mypy_argv, None
+
+    if environ.get(ENV_VIA) == VIA_CACHE_STORE:
+        return _via_cache_store(_without_skip_mtime_checks(mypy_argv), config, environ)
 
     export_to_environ(config, environ)
     try:

@@ -4,7 +4,8 @@
   directory; every ``MYPY*`` variable removed, so ``MYPY_METASTORE_*``, ``MYPY_FORCE_COLOR``,
   ``MYPY_CACHE_DIR``, ``MYPYPATH``, ``MYPY_NUM_WORKERS`` never leak in).
 - :class:`Harness`: one per test; runs the drop-in (``python -m metastore.dropin`` with
-  ``--metastore-store``, ``--metastore-stats``, ``-v`` and a ``--cache-dir`` of its own), stock
+  ``--metastore-store``, ``--metastore-stats``, ``-v`` and a ``--cache-dir`` of its own; through
+  the ``--cache-store`` option instead of the SQL seam if ``METASTORE_E2E_VIA=cache-store``), stock
   incremental mypy, and the oracle (``mypy --no-incremental --cache-dir=/dev/null`` on the same
   tree with the same other arguments, memoised on the tree's content), and checks results.
 - :class:`Verbose` parses ``mypy -v`` stderr: modules re-checked (the sum over ``Scheduling SCC``
@@ -27,6 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_TIMEOUT = 180.0
+#: ``METASTORE_E2E_VIA=cache-store``: drop-in runs get ``MYPY_METASTORE_VIA=cache-store``, so
+#: the store reaches mypy through the ``--cache-store`` option of a patched mypy (patches/)
+#: instead of the SQL seam. Unset (the default): the seam.
+VIA = os.environ.get("METASTORE_E2E_VIA", "")
 
 # Matched anywhere in a line: with ``-n N`` mypy's workers share the coordinator's stderr, and
 # a worker's partial line may precede a coordinator's line ("LOG:  LOG:  Scheduling ...").
@@ -300,6 +305,8 @@ class Harness:
         out = dict(self.env)
         if self.product.pythonpath is not None:
             out["PYTHONPATH"] = self.product.pythonpath
+        if VIA:
+            out["MYPY_METASTORE_VIA"] = VIA
         if env:
             out.update(env)
         return out
