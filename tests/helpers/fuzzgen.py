@@ -349,6 +349,8 @@ def apply_edit(p: Project, e: Edit) -> Project:
                          if x is m else x for x in mods)
         return replace(p, mods=mods, next_tag=tag + 1)
     if k == "remove":
+        if len(p.mods) == 1:  # keep one module: mypy without targets is a usage error
+            return p
         m = _pick(p, e.a)
         mods = tuple(x for x in p.mods if x is not m)
         if e.b % 2:  # importers drop the import too (else they now import a missing module)
