@@ -104,3 +104,11 @@ def old_mypy_python(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callab
         return built[version]
 
     yield get
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The differential fuzzer's figures (examples, steps, mismatches), if it ran."""
+    fuzz = sys.modules.get("test_fuzz_differential")
+    line = fuzz.summary() if fuzz is not None else None  # type: ignore[attr-defined]
+    if line:
+        terminalreporter.write_line(line)
