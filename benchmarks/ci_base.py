@@ -22,6 +22,7 @@ import sys
 import tempfile
 
 from alternate_releases import extract, fetch, run
+from metastore.bench import fresh
 
 
 def main() -> None:
@@ -39,13 +40,6 @@ def main() -> None:
     common = ["--ignore-missing-imports", "-v", pkg]
     for name in [k for k in os.environ if k.startswith("MYPY_METASTORE")]:
         del os.environ[name]
-
-    def fresh(path: str) -> str:
-        shutil.rmtree(path, ignore_errors=True)
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.isfile(path + suffix):
-                os.remove(path + suffix)
-        return path
 
     def checkout(name: str) -> str:
         path = fresh(os.path.join(work, name))

@@ -24,6 +24,7 @@ import sys
 import tempfile
 
 from alternate_releases import extract, fetch, run
+from metastore.bench import fresh
 
 
 def main() -> None:
@@ -46,13 +47,6 @@ def main() -> None:
     def ours(store: str, cache: str) -> list[str]:
         return [sys.executable, "-m", "metastore.dropin", "--metastore-store", store,
                 "--cache-dir", cache, *common]
-
-    def fresh(path: str) -> str:
-        shutil.rmtree(path, ignore_errors=True)
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.isfile(path + suffix):
-                os.remove(path + suffix)
-        return path
 
     def checkout(name: str) -> str:
         path = fresh(os.path.join(work, name))

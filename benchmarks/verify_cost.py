@@ -25,6 +25,7 @@ import tempfile
 import time
 
 from alternate_releases import extract, fetch, run
+from metastore.bench import fresh
 
 
 def main() -> None:
@@ -43,13 +44,6 @@ def main() -> None:
     common = ["--ignore-missing-imports", pkg]
     for name in [k for k in os.environ if k.startswith("MYPY_METASTORE")]:
         del os.environ[name]
-
-    def fresh(path: str) -> str:
-        shutil.rmtree(path, ignore_errors=True)
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.isfile(path + suffix):
-                os.remove(path + suffix)
-        return path
 
     def ours(store: str, *bases: str) -> list[str]:
         argv = [sys.executable, "-m", "metastore.dropin", "--metastore-store", store,

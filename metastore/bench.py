@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["BenchError", "Measurement", "run_bench"]
+__all__ = ["BenchError", "Measurement", "fresh", "run_bench"]
 
 #: Directories never copied into the benchmark's trees.
 _SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".mypy_cache", ".tox", ".nox", ".venv", "venv",
@@ -100,6 +100,15 @@ def _run(argv: Sequence[str], cwd: str, env: dict[str, str]) -> Run:
                usage.ru_maxrss, stderr)
 
 
+def fresh(path: str) -> str:
+    """``path`` with nothing at it: a directory, or a store file with its -wal/-shm, removed."""
+    shutil.rmtree(path, ignore_errors=True)
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.isfile(path + suffix):
+            os.remove(path + suffix)
+    return path
+
+
 def _copy_tree(src: str, dest: str) -> None:
     shutil.copytree(src, dest, symlinks=True,
                     ignore=lambda _d, names: [n for n in names if n in _SKIP_DIRS])
@@ -165,13 +174,6 @@ def _bench(project: str, args: list[str], runs: int, concurrency: int,
         return [python, "-m", "metastore.dropin", "--metastore-store", store,
                 "--metastore-stats", "--cache-dir", cache, "-v", *args]
 
-    def fresh(path: str) -> str:
-        shutil.rmtree(path, ignore_errors=True)
-        for suffix in ("", "-wal", "-shm"):
-            if os.path.isfile(path + suffix):
-                os.remove(path + suffix)
-        return path
-
     oracles: dict[str, tuple[str, int]] = {}
 
     def oracle(tree: str, label: str) -> tuple[str, int]:
@@ -222,8 +224,7 @@ def _bench(project: str, args: list[str], runs: int, concurrency: int,
         record("P5", edited, "edit", stock(stock_cache), ours(store, store_cache))
         shutil.rmtree(edited, ignore_errors=True)
     say(f"P7: {concurrency} concurrent runs, two versions, stock then store")
-    p7 = _concurrent(base, target, concurrency, work, args, python, env, ours_env, stock, ours,
-                     fresh)
+    p7 = _concurrent(base, target, concurrency, work, args, python, env, ours_env, stock, ours)
     measurements = [_summarise(name, *results[name]) for name in SCENARIOS if name != "P7"]
     measurements.append(p7)
     return measurements
@@ -231,8 +232,8 @@ def _bench(project: str, args: list[str], runs: int, concurrency: int,
 
 def _concurrent(base: str, target: str, n: int, work: str, args: list[str], python: str,
                 env: dict[str, str], ours_env: dict[str, str],
-                stock: Callable[[str], list[str]], ours: Callable[[str, str], list[str]],
-                fresh: Callable[[str], str]) -> Measurement:
+                stock: Callable[[str], list[str]], ours: Callable[[str, str], list[str]]
+                ) -> Measurement:
     """P7: ``n`` processes at once over two versions of the tree, each in its own copy,
     on one shared cache; failures are outputs that differ from the oracle of their tree."""
     trees = []

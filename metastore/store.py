@@ -30,6 +30,7 @@ import apsw
 import blake3
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 #: ``PRAGMA application_id`` of a store file: ASCII "myms".
 APPLICATION_ID = 0x6D796D73
@@ -815,15 +816,7 @@ class Store:
     def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
         """Return {digest: data} for those of *digests* found in any layer (top first, then
         bases in order); one query per layer per 500 digests."""
-        wanted = list(dict.fromkeys(digests))
-        found: dict[bytes, bytes] = {}
-        with self._lock:
-            for _, layer in self._layers:
-                if not wanted:
-                    break
-                found.update(layer.get_blobs(wanted))
-                wanted = [d for d in wanted if d not in found]
-        return found
+        return self._first_found(digests, Layer.get_blobs)
 
     def intact_blobs(self, digests: Sequence[bytes]) -> set[bytes]:
         """Return those of *digests* present in some layer, and intact in a layer that
@@ -866,13 +859,18 @@ class Store:
     def get_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]:
         """Return {key: (mtime, data)} for those of *keys* found in any layer (top first,
         then bases in order); one query per layer per 500 keys."""
+        return self._first_found(keys, Layer.get_slots)
+
+    def _first_found(self, keys: Sequence[bytes],
+                     fetch: Callable[[Layer, Sequence[bytes]], dict[bytes, V]]) -> dict[bytes, V]:
+        """{key: value} from the first layer (top, then bases in order) that has each key."""
         wanted = list(dict.fromkeys(keys))
-        found: dict[bytes, tuple[float, bytes]] = {}
+        found: dict[bytes, V] = {}
         with self._lock:
             for _, layer in self._layers:
                 if not wanted:
                     break
-                found.update(layer.get_slots(wanted))
+                found.update(fetch(layer, wanted))
                 wanted = [k for k in wanted if k not in found]
         return found
 
