@@ -61,6 +61,23 @@ def extract(wheel: str, package: str, dest: str) -> None:
                 z.extract(member, dest)
 
 
+def release_tree(package: str, version: str, work: str) -> str:
+    """The directory holding ``package``'s sources at ``version`` (fetched and unpacked into
+    ``work`` on first use)."""
+    pkg = package.replace("-", "_")
+    tree = os.path.join(work, "src", version)
+    if not os.path.isdir(os.path.join(tree, pkg)):
+        extract(fetch(package, version, os.path.join(work, "wheels")), pkg, tree)
+    return tree
+
+
+def checkout(tree: str, dest: str) -> str:
+    """A fresh copy of ``tree`` at ``dest`` (new mtimes, like a new checkout)."""
+    shutil.rmtree(dest, ignore_errors=True)
+    shutil.copytree(tree, dest)
+    return dest
+
+
 def rechecked(stderr: str) -> int:
     return sum(int(m.group(1) or 1) for m in SCHED.finditer(stderr))
 
@@ -80,14 +97,9 @@ def main() -> None:
     args = ap.parse_args()
     pkg = args.package.replace("-", "_")
     work = os.path.abspath(args.workdir)
-    trees = []
-    for version in args.versions:
-        tree = os.path.join(work, "src", version)
-        if not os.path.isdir(os.path.join(tree, pkg)):
-            extract(fetch(args.package, version, os.path.join(work, "wheels")), pkg, tree)
-        trees.append(tree)
-    checkout = os.path.join(work, "checkout")
-    for d in (checkout, os.path.join(work, "stock-cache"), os.path.join(work, "store-cache")):
+    trees = [release_tree(args.package, version, work) for version in args.versions]
+    work_tree = os.path.join(work, "checkout")
+    for d in (work_tree, os.path.join(work, "stock-cache"), os.path.join(work, "store-cache")):
         shutil.rmtree(d, ignore_errors=True)
     store = os.path.join(work, "store.db")
     for suffix in ("", "-wal", "-shm"):
@@ -127,16 +139,15 @@ def main() -> None:
     rows = []
     for i in range(args.runs):
         which = i % 2
-        shutil.rmtree(checkout, ignore_errors=True)
-        shutil.copytree(trees[which], checkout)
+        checkout(trees[which], work_tree)
         if which not in oracles:
-            _, out, rc, _ = run(oracle_cmd, checkout)
+            _, out, rc, _ = run(oracle_cmd, work_tree)
             oracles[which] = (out, rc)
             modules = max(
-                modules, sum(f.endswith(".py") for _, _, fs in os.walk(checkout) for f in fs)
+                modules, sum(f.endswith(".py") for _, _, fs in os.walk(work_tree) for f in fs)
             )
-        t_stock, out_s, rc_s, n_stock = run(stock, checkout)
-        t_ours, out_o, rc_o, n_ours = run(ours, checkout)
+        t_stock, out_s, rc_s, n_stock = run(stock, work_tree)
+        t_ours, out_o, rc_o, n_ours = run(ours, work_tree)
         exact = (out_o, rc_o) == oracles[which] and (out_s, rc_s) == oracles[which]
         rows.append((i + 1, args.versions[which], t_stock, n_stock, t_ours, n_ours, exact))
     version = subprocess.run(

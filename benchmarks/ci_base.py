@@ -21,7 +21,8 @@ import subprocess
 import sys
 import tempfile
 
-from alternate_releases import extract, fetch, run
+from alternate_releases import checkout as copy_release
+from alternate_releases import release_tree, run
 from metastore.bench import fresh
 
 
@@ -34,17 +35,13 @@ def main() -> None:
     args = ap.parse_args()
     pkg = args.package.replace("-", "_")
     work = os.path.abspath(args.workdir)
-    tree = os.path.join(work, "src", args.version)
-    if not os.path.isdir(os.path.join(tree, pkg)):
-        extract(fetch(args.package, args.version, os.path.join(work, "wheels")), pkg, tree)
+    tree = release_tree(args.package, args.version, work)
     common = ["--ignore-missing-imports", "-v", pkg]
     for name in [k for k in os.environ if k.startswith("MYPY_METASTORE")]:
         del os.environ[name]
 
     def checkout(name: str) -> str:
-        path = fresh(os.path.join(work, name))
-        shutil.copytree(tree, path)
-        return path
+        return copy_release(tree, os.path.join(work, name))
 
     def ours(store: str, cache: str, *bases: str) -> list[str]:
         argv = [sys.executable, "-m", "metastore.dropin", "--metastore-store", store,

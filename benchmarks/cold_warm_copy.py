@@ -23,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 
-from alternate_releases import extract, fetch, run
+from alternate_releases import checkout as copy_release
+from alternate_releases import release_tree, run
 from metastore.bench import fresh
 
 
@@ -36,9 +37,7 @@ def main() -> None:
     args = ap.parse_args()
     pkg = args.package.replace("-", "_")
     work = os.path.abspath(args.workdir)
-    tree = os.path.join(work, "src", args.version)
-    if not os.path.isdir(os.path.join(tree, pkg)):
-        extract(fetch(args.package, args.version, os.path.join(work, "wheels")), pkg, tree)
+    tree = release_tree(args.package, args.version, work)
     common = ["--ignore-missing-imports", "-v", pkg]
 
     def stock(cache: str) -> list[str]:
@@ -49,9 +48,7 @@ def main() -> None:
                 "--cache-dir", cache, *common]
 
     def checkout(name: str) -> str:
-        path = fresh(os.path.join(work, name))
-        shutil.copytree(tree, path)
-        return path
+        return copy_release(tree, os.path.join(work, name))
 
     base = checkout("checkout")
     oracle = run([sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir", os.devnull,

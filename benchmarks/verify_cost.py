@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
 import sqlite3
 import statistics
 import subprocess
@@ -24,7 +23,7 @@ import sys
 import tempfile
 import time
 
-from alternate_releases import extract, fetch, run
+from alternate_releases import checkout, release_tree, run
 from metastore.bench import fresh
 
 
@@ -38,9 +37,7 @@ def main() -> None:
     args = ap.parse_args()
     pkg = args.package.replace("-", "_")
     work = os.path.abspath(args.workdir)
-    tree = os.path.join(work, "src", args.version)
-    if not os.path.isdir(os.path.join(tree, pkg)):
-        extract(fetch(args.package, args.version, os.path.join(work, "wheels")), pkg, tree)
+    tree = release_tree(args.package, args.version, work)
     common = ["--ignore-missing-imports", pkg]
     for name in [k for k in os.environ if k.startswith("MYPY_METASTORE")]:
         del os.environ[name]
@@ -52,8 +49,7 @@ def main() -> None:
             argv += ["--metastore-base", b]
         return argv + common
 
-    main_dir = fresh(os.path.join(work, "main"))
-    shutil.copytree(tree, main_dir)
+    main_dir = checkout(tree, os.path.join(work, "main"))
     oracle = run([sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir", os.devnull,
                   *common], main_dir)
     expected = (oracle[1], oracle[2])
@@ -64,8 +60,7 @@ def main() -> None:
                    check=True, capture_output=True)
     stock_cache = fresh(os.path.join(work, "stock-cache"))
     run([sys.executable, "-m", "mypy", "--cache-dir", stock_cache, *common], main_dir)
-    pr = fresh(os.path.join(work, "pr"))
-    shutil.copytree(tree, pr)
+    pr = checkout(tree, os.path.join(work, "pr"))
 
     times: dict[str, list[float]] = {"stock": [], "base verify on": [],
                                      "base verify off": [], "top alone": []}
