@@ -114,8 +114,10 @@ class SourceKeys:
                 self._files[path] = None
                 continue
             self._files[path] = source
-            if source.was_read and _old_enough(st, self._now()):
-                self._pending[slot] = (self._now(), _RECORD.pack(*_signature(st), source.key))
+            if source.was_read:
+                now = self._now()
+                if _old_enough(st, now):
+                    self._pending[slot] = (now, _RECORD.pack(*_signature(st), source.key))
         return {path: self._files[path] for path in paths}
 
     def pending(self) -> list[tuple[bytes, float, bytes]]:
