@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import difflib
 import os
-import re
 import shutil
 import time
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from pathlib import Path
 import pytest
 from helpers import fuzzgen, gen
 from helpers.fuzzgen import Edit, Project
-from helpers.run import Harness, Product, RunResult
+from helpers.run import Harness, Product, RunResult, by_file
 from helpers.venvs import mypy_version
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -163,31 +162,6 @@ def _check(s: Session, proj: Path, cache: Path, mode: str, p: Project,
         return
     s.mismatches.append(report)
     raise AssertionError(report)
-
-
-# Notes mypy reports once per build (``only_once=True`` in mypy/build.py and errors.py). In
-# incremental mode a module's cached errors replay such a note even when a re-checked module
-# reports it again, so stock incremental mypy prints it twice where ``--no-incremental``
-# prints it once (test_stock_incremental_artefacts shows it without the store).
-_ONLY_ONCE_NOTE = re.compile(
-    r"^[^:]+:\d+(?::\d+)?: note: (See https://|\(Skipping most remaining errors|"
-    r"\(Using --follow-imports=error|Hint: |Ancestor package )")
-
-
-def by_file(stdout: str) -> tuple[dict[str, list[str]], list[str]]:
-    """mypy's report as ``{file: its lines in order}`` without only-once notes, and the
-    remaining lines that name no file (the summary)."""
-    files: dict[str, list[str]] = {}
-    rest: list[str] = []
-    for line in stdout.splitlines():
-        if _ONLY_ONCE_NOTE.match(line):
-            continue
-        name, sep, _ = line.partition(":")
-        if sep and (name.endswith((".py", ".pyi")) or name == "mypy.ini"):
-            files.setdefault(name, []).append(line)
-        else:
-            rest.append(line)
-    return files, rest
 
 
 def _compare(h: Harness, run: RunResult, oracle: RunResult) -> tuple[str, str] | None:
