@@ -74,7 +74,8 @@ def _create(options: Options, parallel_worker: bool) -> StoreAdapter | None:
     """
     from metastore.compat import unsupported_reason
     from metastore.config import load_config
-    from metastore.mypy_store import MypyStore, Session
+    from metastore.mypy_store import MypyStore
+    from metastore.session import Session
     from metastore.store import Store, StoreError
 
     reason = unsupported_reason()

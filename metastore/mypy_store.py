@@ -35,18 +35,17 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias
 
 from metastore.cache_codec import DATA_MTIME, Codec, canonical_json, plugins_snapshot_bytes
 from metastore.mypy_view import MypyView
+from metastore.session import Session
 from metastore.source_files import SourceFile, SourceKeys
 from metastore.store import Entry, StoreError, digest
 
 PLUGINS_SNAPSHOT = "@plugins_snapshot.json"
-SESSION_ENV = "_MYPY_METASTORE_SESSION"
 # Module entries; names starting with "@" are mypy's global entries (@plugins_snapshot.json,
 # and for --cache-fine-grained @deps.meta.json and @root.deps.json), kept in slots.
 _UNIT_NAME = re.compile(
@@ -950,62 +949,6 @@ def _data_matches_interface(data: bytes, meta: Any, interface_hash: str) -> bool
     return value == interface_hash
 
 
-class Session:
-    """The processes of one mypy build: the coordinator and its parallel workers.
-
-    The session is created when the seam is installed in the coordinator process, before
-    mypy starts any worker (mypy 1.20 starts them before it opens its cache), and travels
-    to the workers in the environment mypy gives them. Each build of the coordinator
-    starts from an empty scratch pad.
-    """
-
-    def __init__(self, ident: str, coordinator_pid: int) -> None:
-        self.ident = ident
-        self.is_coordinator = coordinator_pid == os.getpid()
-        self.path = os.path.join(_session_dir(), f"{ident}.db")
-
-    @classmethod
-    def current(cls) -> Session | None:
-        raw = os.environ.get(SESSION_ENV)
-        if not raw or ":" not in raw:
-            return None
-        ident, _, pid = raw.partition(":")
-        try:
-            return cls(ident, int(pid))
-        except ValueError:
-            return None
-
-    @classmethod
-    def ensure(cls) -> None:
-        """Create this process's session unless it belongs to another one (a worker)."""
-        if cls.current() is None:
-            os.environ[SESSION_ENV] = f"{os.urandom(8).hex()}:{os.getpid()}"
-            try:
-                from metastore.scratch import prune_scratch_dir
-
-                prune_scratch_dir(_session_dir(), 24 * 3600)
-            except Exception:
-                pass
-
-    def remove(self) -> None:
-        """Delete the scratch pad (the coordinator does this at the start and end of a build)."""
-        try:
-            from metastore.scratch import remove_scratch
-
-            remove_scratch(self.path)
-        except Exception:
-            pass
-
-
-def _session_dir() -> str:
-    return os.path.join(tempfile.gettempdir(), f"mypy-metastore-sessions-{_uid()}")
-
-
-def _uid() -> str:
-    getuid = getattr(os, "getuid", None)
-    return str(getuid()) if getuid is not None else "user"
-
-
 _DEBUG = os.environ.get("MYPY_METASTORE_DEBUG_LOG", "")
 
 
@@ -1015,4 +958,4 @@ def _debug(message: str) -> None:
         f.write(f"{os.getpid()} {message}\n")
 
 
-__all__ = ["MypyStore", "RunStats", "Manifest", "PLUGINS_SNAPSHOT", "Session"]
+__all__ = ["MypyStore", "RunStats", "Manifest", "PLUGINS_SNAPSHOT"]

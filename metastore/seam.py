@@ -45,7 +45,7 @@ def install(config: Config) -> None:
     import sqlite3.dbapi2 as dbapi2
 
     _config = config
-    from metastore.mypy_store import Session
+    from metastore.session import Session
 
     Session.ensure()
     if getattr(dbapi2.connect, "_mypy_metastore", False):
@@ -96,7 +96,8 @@ class _Run:
     def __init__(self, prefix: str, config: Config) -> None:
         # Imported here, not at module level: the startup hook installs the seam while
         # mypy.build is being imported, before mypy's cache classes may be imported.
-        from metastore.mypy_store import MypyStore, Session
+        from metastore.mypy_store import MypyStore
+        from metastore.session import Session
         from metastore.store import Store, StoreError
 
         self.prefix = prefix

@@ -92,3 +92,29 @@ def test_prune_scratch_dir(tmp_path: Path) -> None:
     assert sorted(os.listdir(tmp_path)) == ["live.db", "live.db-wal", "subdir"]
     assert prune_scratch_dir(str(tmp_path), 60) == 0
     assert prune_scratch_dir(str(tmp_path / "missing"), 60) == 0
+
+
+def test_leftover_pads_are_pruned_at_most_once_per_interval(tmp_path: Path) -> None:
+    """Session start-up prunes pads of killed builds, but lists the directory only when the
+    last pruning is PRUNE_INTERVAL_S old (a stamp file's mtime), so a run usually pays a stat."""
+    from metastore import session
+
+    old = time.time() - session.STALE_PAD_S - 60
+
+    def leave_pad(name: str) -> None:
+        (tmp_path / name).write_bytes(b"")
+        os.utime(tmp_path / name, (old, old))
+
+    leave_pad("killed1.db")
+    session._prune_now_and_then(str(tmp_path))
+    assert not (tmp_path / "killed1.db").exists()
+    leave_pad("killed2.db")
+    session._prune_now_and_then(str(tmp_path))
+    assert (tmp_path / "killed2.db").exists()  # pruned a moment ago: not again yet
+    stamp = tmp_path / session.PRUNE_STAMP
+    then = time.time() - session.PRUNE_INTERVAL_S - 1
+    os.utime(stamp, (then, then))
+    session._prune_now_and_then(str(tmp_path))
+    assert not (tmp_path / "killed2.db").exists()
+    session._prune_now_and_then(str(tmp_path / "missing"))
+    assert not (tmp_path / "missing").exists()
