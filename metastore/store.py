@@ -300,9 +300,6 @@ class Layer:
         self._busy_timeout_ms = busy_timeout_ms
         self._pid = os.getpid()
         self._conn: apsw.Connection | None = None
-        #: Rows this connection changed in writes of counters, slots and last-use times
-        #: only; see :meth:`close`.
-        self._bookkeeping_changes = 0
         self._check_path()
         self._conn = self.run(self._open)
 
@@ -440,13 +437,6 @@ class Layer:
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with contextlib.suppress(apsw.Error):
-                if self.writable and conn.total_changes() == self._bookkeeping_changes:
-                    # The last connection to close checkpoints the WAL into the file, with
-                    # four fdatasyncs - the dearest part of a warm run that only counted its
-                    # hits (0.8 ms here, more on a laptop's disk). Leave those few pages in
-                    # the -wal (every reader of the store sees them); the next run that
-                    # writes entries, or SQLite's automatic checkpoint, folds them in.
-                    conn.config(apsw.SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE, 1)
                 conn.close()
 
     # -- reads ---------------------------------------------------------------------------
@@ -606,7 +596,6 @@ class Layer:
         def txn() -> int:
             conn = self.conn
             new_bytes = 0
-            before = conn.total_changes()
             with transaction(conn):
                 missing = set(check_refs) - self._have_blobs(check_refs)
                 if missing:
@@ -637,8 +626,6 @@ class Layer:
                 conn.executemany("INSERT OR REPLACE INTO slots (key, mtime, data) "
                                  "VALUES (?, ?, ?)", slots)
                 self._count(conn, all_counters)
-            if not (blobs or entries or copies):
-                self._bookkeeping_changes += conn.total_changes() - before
             return new_bytes
         return self.run(txn)
 

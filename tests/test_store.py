@@ -473,27 +473,3 @@ def test_damaged_top_blob_falls_back_to_an_intact_base_copy(tmp_path: Path) -> N
     assert s.get_blob(digest(good)) == good
     assert s.intact_blobs([digest(good)]) == {digest(good)}
     s.close()
-
-
-def test_close_checkpoints_only_after_content_writes(tmp_path: Path) -> None:
-    """A connection that wrote entries folds the WAL into the file when it closes last (the
-    file is self-contained); one that only wrote counters/slots leaves its pages in the -wal
-    (no fdatasync at the end of a warm run) - and a new reader still sees them."""
-    path = tmp_path / "s.db"
-    wal = Path(f"{path}-wal")
-    s = Store(str(path))
-    put_range(s, 0, 3)
-    s.close()
-    assert not wal.exists() or wal.stat().st_size == 0
-    s = Store(str(path))
-    s.put(counters={"hits_top": 5}, slots=[(b"k" * 32, 1.0, b"memo")])
-    s.close()
-    assert wal.stat().st_size > 0, "a bookkeeping-only run checkpointed on close"
-    s = Store(str(path))
-    assert s.get_slot(b"k" * 32) == (1.0, b"memo")
-    assert s.stats()[0].counters.get("hits_top") == 5
-    put_range(s, 3, 4)
-    s.close()
-    assert not wal.exists() or wal.stat().st_size == 0
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
-        assert db.execute("SELECT value FROM counters WHERE name = 'hits_top'").fetchone() == (5,)
