@@ -54,6 +54,7 @@ _IGNORED_OPTIONS = ("local_partial_types", "is_parallel", "debug_cache")
 
 
 if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker needs them.
+    from metastore.paths import Roots
 
     class Backend(Protocol):
         """The part of :class:`metastore.store.Store` this layer uses."""
@@ -178,6 +179,9 @@ class Offer(NamedTuple):
     size: int
     layer: int = -1  # where the unit was found (see metastore.store.Entry); -1: unknown
     seq: int = -1
+    #: The last unit published for the module, offered for an edited file only so that
+    #: mypy learns the old interface hash (see :meth:`MypyStore._offer_previous`).
+    previous: bool = False
 
 
 def options_key(options: dict[str, object]) -> str:
@@ -366,9 +370,11 @@ class MypyStore:
                 blob, data_file, path=offer.path, mtime=offer.mtime, size=offer.size,
                 data_mtime=int(DATA_MTIME),
             )
-            if meta is None:
-                self.stats.missed += 1
-                return None
+            if meta is None or offer.previous:
+                if not view.parallel_worker:
+                    self.stats.missed += 1
+                    self._bump("missed")
+                return meta
             if not view.parallel_worker:
                 self.stats.offered += 1
                 self._bump("offered")
@@ -576,6 +582,60 @@ class MypyStore:
                 layer, seq = next((c[0], c[1]) for c in candidates if c[2] is choice[stem])
                 self._offers[stem] = Offer(stem, path, choice[stem], source.mtime, source.size,
                                            layer, seq)
+        edited = {stem: entry for stem, entry in found.items()
+                  if entry is not None and self._offers.get(stem) is None}
+        if edited:
+            self._offer_previous(edited, view)
+
+    def _offer_previous(self, edited: Mapping[str, _Found], view: MypyView) -> None:
+        """Offer each module in ``edited`` (no unit for its current source: typically an
+        edited file) the last unit published for it, if it is usable here, patched with a
+        size that cannot match the file.
+
+        That is what stock mypy sees after an edit: it loads the old meta (keeping its
+        interface hash), abandons it because the file's size differs, re-checks the module,
+        and if the new interface hash equals the old one its dependents stay fresh. Without
+        the old meta every dependent would be re-checked. The size makes mypy abandon the
+        meta before it could trust mtime or hash, so the unit's contents are never used as
+        a result. Not done where mypy keeps a meta whose size differs (Bazel mode, the
+        fine-grained cache): there the module simply misses.
+        """
+        if self.backend is None or not view.abandons_metas_of_changed_files:
+            return
+        keys = {self._previous_key(stem): stem for stem, entry in edited.items()
+                if entry is not None and not entry[1].is_dir}
+        if not keys:
+            return
+        try:
+            slots = self.backend.get_slots(list(keys))
+        except StoreError as e:
+            self._problem(str(e))
+            return
+        roots = view.roots()
+        fingerprint = roots.fingerprint()
+        chosen: dict[str, tuple[Manifest, str, SourceFile]] = {}
+        for key, (_, value) in slots.items():
+            stem = keys[key]
+            entry = edited[stem]
+            assert entry is not None
+            path, source, _ = entry
+            manifest = Manifest.decode(value)
+            if manifest is not None and self._usable(manifest, module_id(stem), path, view,
+                                                     roots, fingerprint):
+                chosen[stem] = (manifest, path, source)
+        self._prefetch([part for manifest, _, _ in chosen.values()
+                        for part in (manifest.meta, manifest.ex)])
+        # The data must be there too: if the interface did not change, mypy does not write
+        # the data again, and the new unit is published with the previous unit's data.
+        missing = self._missing_parts({stem: manifest for stem, (manifest, _, _)
+                                       in chosen.items()})
+        for stem, (manifest, path, source) in chosen.items():
+            if stem not in missing:
+                self._offers[stem] = Offer(stem, path, manifest, source.mtime, source.size + 1,
+                                           previous=True)
+
+    def _previous_key(self, stem: str) -> bytes:
+        return digest(self._ns + b"\0previous\0" + stem.encode())
 
     def _missing_parts(self, choice: Mapping[str, Manifest]) -> set[str]:
         """Stems of ``choice`` whose meta or meta_ex/err blob is not in the blob cache (after
@@ -692,21 +752,29 @@ class MypyStore:
             entry = result[stem]
             assert entry is not None
             path, _, usable = entry
-            options = view.options_key(module_id(stem))
+            module = module_id(stem)
             for stored in found.get(key, ()):
                 manifest = Manifest.decode(stored.value)
-                if manifest is None or manifest.ex_part not in ("meta_ex", "err"):
-                    continue
-                if manifest.bound and manifest.bound != fingerprint:
-                    continue
-                if roots.resolve(manifest.path) != path:
-                    continue
-                if options is not None and manifest.options != options:
-                    continue
-                if not manifest.local_partial_types and manifest.is_parallel != view.has_workers:
-                    continue
-                usable.append((stored.layer, stored.seq, manifest))
+                if manifest is not None and self._usable(manifest, module, path, view, roots,
+                                                         fingerprint):
+                    usable.append((stored.layer, stored.seq, manifest))
         return result
+
+    @staticmethod
+    def _usable(manifest: Manifest, module: str, path: str, view: MypyView, roots: Roots,
+                fingerprint: str) -> bool:
+        """True if mypy would look at ``manifest``'s unit for ``module`` at ``path`` in this
+        build: stored for this path and roots, and for the options mypy compares."""
+        if manifest.ex_part not in ("meta_ex", "err"):
+            return False
+        if manifest.bound and manifest.bound != fingerprint:
+            return False
+        if roots.resolve(manifest.path) != path:
+            return False
+        options = view.options_key(module)
+        if options is not None and manifest.options != options:
+            return False
+        return manifest.local_partial_types or manifest.is_parallel == view.has_workers
 
     def _memo_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]:
         if self.backend is None:
@@ -727,10 +795,12 @@ class MypyStore:
 
     def _publish(self) -> None:
         units = []
+        previous = []  # each published unit becomes its module's previous unit
         for stem in sorted(self._dirty):
             unit = self._assemble(stem)
             if unit is not None:
                 units.append(unit)
+                previous.append((self._previous_key(stem), time.time(), unit[1].encode()))
         self._dirty.clear()
         memo = self._sources.pending()
         if (not units and not self._unpublished_slots and not self._counter_deltas
@@ -743,7 +813,7 @@ class MypyStore:
         slots = [(self._slot_key(name), mtime, data)
                  for name, (mtime, data) in self._slot_writes.items()
                  if name in self._unpublished_slots]
-        slots += memo
+        slots += memo + previous
         counters = dict(self._counter_deltas)
         counters["published"] = counters.get("published", 0) + len(units)
         try:
@@ -866,7 +936,7 @@ class MypyStore:
                 self._pinned.add(stem)
                 pin = None if offer is None else {
                     "v": offer.manifest.encode().decode(), "path": offer.path,
-                    "mtime": offer.mtime, "size": offer.size}
+                    "mtime": offer.mtime, "size": offer.size, "previous": offer.previous}
                 scratch.put("p:" + stem, json.dumps(pin).encode())
             if _DEBUG:
                 _debug(f"pinned {len(self._pinned)} stems")
@@ -887,7 +957,8 @@ class MypyStore:
         manifest = None if pin is None else Manifest.decode(pin["v"].encode())
         if manifest is None:
             return True, None
-        return True, Offer(stem, pin["path"], manifest, int(pin["mtime"]), int(pin["size"]))
+        return True, Offer(stem, pin["path"], manifest, int(pin["mtime"]), int(pin["size"]),
+                           previous=bool(pin.get("previous", False)))
 
     def _gather_worker_stats(self) -> None:
         assert self._scratch is not None

@@ -28,6 +28,11 @@ class MypyView:
         self.parallel_worker = bool(getattr(manager, "parallel_worker", False))
         self.has_workers = int(getattr(self.options, "num_workers", 0) or 0) > 0
         self._roots: Roots | None = None
+        #: mypy abandons a meta whose recorded size differs from the file's - except in Bazel
+        #: mode (it trusts the cache) and with the fine-grained cache (it uses stale metas).
+        self.abandons_metas_of_changed_files = not any(
+            getattr(self.options, name, False) for name in
+            ("bazel", "use_fine_grained_cache", "cache_fine_grained", "fine_grained_incremental"))
         self._options_cache: dict[str, str] = {}
 
     # -- namespace ---------------------------------------------------------------------

@@ -155,3 +155,36 @@ def test_two_versions_of_a_thirdparty_package_alternate_warm(harness: Harness,
     assert h.normalise(first.stdout) != h.normalise(second.stdout)
     for a in (args[0], args[1], args[0], args[1]):
         h.check(h.dropin(proj, a), warm=True)
+
+
+def test_edited_module_gets_its_previous_meta_like_stock(harness: Harness, tmp_path: Path) -> None:
+    """After an edit, mypy sees what it sees with its own cache: the edited module's previous
+    meta, which it loads (learning the old interface hash, so it reports the module stale
+    only if the interface changed - what mypy's own ``[stale]`` test expectations check)
+    and abandons (the store patches in a size that cannot match the file). It re-checks
+    exactly what stock incremental mypy re-checks."""
+    h = harness
+    proj = tmp_path / "proj"
+    files = gen.generate(SPEC)
+    gen.write_tree(proj, files)
+    stock_cache = tmp_path / "stock-cache"
+    _cold(h, proj)
+    h.assert_exact(h.stock(proj, cache_dir=stock_cache), oracle_args=[])
+    body_only = dict(files)
+    body_only[gen.CORE] = files[gen.CORE].replace("return x * 2", "return 2 * x")
+    assert body_only[gen.CORE] != files[gen.CORE]
+    for version, expected in ((body_only, 1), (gen.edit_core(files, 1), None)):
+        gen.write_tree(proj, version)
+        stock = h.stock(proj, cache_dir=stock_cache)
+        h.assert_exact(stock, oracle_args=[])
+        if expected is not None:
+            assert stock.verbose.rechecked == expected, stock.verbose.rechecked_modules
+        else:
+            assert stock.verbose.rechecked > 20  # the interface changed: its dependents too
+        # From the store alone (a new --cache-dir), as many modules as stock mypy.
+        run = h.dropin(proj, cache_dir=h.fresh_cache_dir())
+        v, s = h.check(run, rechecked=stock.verbose.rechecked)
+        assert s.missed == 1, s
+        abandoned = [line for line in run.stderr.splitlines() if "Metadata abandoned" in line]
+        assert len(abandoned) == 1 and "pkg0.core: file" in abandoned[0], abandoned
+        h.check(h.dropin(proj, cache_dir=h.fresh_cache_dir()), warm=True)
