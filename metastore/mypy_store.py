@@ -237,6 +237,7 @@ class MypyStore:
         self._write_seq: dict[str, int] = {}
         self._published_seq: dict[str, int] = {}
         self._stems: dict[str, str] = {}
+        self._paths: dict[str, str] = {}  # module -> the path mypy uses, once found
         self._dirty: set[str] = set()
         self._offers: dict[str, Offer | None] = {}
         self._sources = SourceKeys(self._memo_slots)
@@ -602,7 +603,7 @@ class MypyStore:
         """
         if self.backend is None or not view.abandons_metas_of_changed_files:
             return
-        keys = {self._previous_key(stem): stem for stem, entry in edited.items()
+        keys = {self._previous_key(stem, entry[0]): stem for stem, entry in edited.items()
                 if entry is not None and not entry[1].is_dir}
         if not keys:
             return
@@ -634,8 +635,12 @@ class MypyStore:
                 self._offers[stem] = Offer(stem, path, manifest, source.mtime, source.size + 1,
                                            previous=True)
 
-    def _previous_key(self, stem: str) -> bytes:
-        return digest(self._ns + b"\0previous\0" + stem.encode())
+    def _previous_key(self, stem: str, path: str) -> bytes:
+        """The slot holding the last unit published for ``stem`` from the file at ``path``
+        (absolute: this checkout's previous version, as in mypy's own cache directory -
+        another project's module of the same name would only look like an interface change)."""
+        where = os.path.abspath(path).encode("utf-8", "surrogateescape")
+        return digest(self._ns + b"\0previous\0" + stem.encode() + b"\0" + where)
 
     def _missing_parts(self, choice: Mapping[str, Manifest]) -> set[str]:
         """Stems of ``choice`` whose meta or meta_ex/err blob is not in the blob cache (after
@@ -710,11 +715,21 @@ class MypyStore:
     def _stem_of(self, module: str, view: MypyView) -> str | None:
         """The entry stem of ``module`` in this run, or None if mypy has not found it yet."""
         if module not in self._stems:
-            path = view.module_path(module)
+            path = self._module_path(module, view)
             if path is None:
-                return None  # not memoised: mypy may find the module later in the build
+                return None
             self._stems[module] = stem_for(module, path)
         return self._stems[module]
+
+    def _module_path(self, module: str, view: MypyView) -> str | None:
+        """:meth:`MypyView.module_path`, memoised once found (a module not found is not
+        memoised: mypy may find it later in the build)."""
+        path = self._paths.get(module)
+        if path is None:
+            path = view.module_path(module)
+            if path is not None:
+                self._paths[module] = path
+        return path
 
     def _candidates(
         self, stems: Sequence[str], view: MypyView
@@ -729,7 +744,7 @@ class MypyStore:
         paths: dict[str, str] = {}
         for stem in stems:
             module = module_id(stem)
-            path = view.module_path(module)
+            path = self._module_path(module, view)
             if path is not None and stem_for(module, path) == stem:
                 paths[stem] = path
         sources = self._sources.get(list(paths.values()))
@@ -800,7 +815,8 @@ class MypyStore:
             unit = self._assemble(stem)
             if unit is not None:
                 units.append(unit)
-                previous.append((self._previous_key(stem), time.time(), unit[1].encode()))
+                previous.append((self._previous_key(stem, unit[4]), time.time(),
+                                 unit[1].encode()))
         self._dirty.clear()
         memo = self._sources.pending()
         if (not units and not self._unpublished_slots and not self._counter_deltas
@@ -808,8 +824,9 @@ class MypyStore:
             return
         if self.backend is None or not self._publishing:
             return
-        entries = [(self._label, key, manifest.encode(), refs) for key, manifest, refs, _ in units]
-        blobs = [blob for _, _, _, parts in units for blob in parts]
+        entries = [(self._label, key, manifest.encode(), refs)
+                   for key, manifest, refs, _, _ in units]
+        blobs = [blob for _, _, _, parts, _ in units for blob in parts]
         slots = [(self._slot_key(name), mtime, data)
                  for name, (mtime, data) in self._slot_writes.items()
                  if name in self._unpublished_slots]
@@ -831,8 +848,9 @@ class MypyStore:
 
     def _assemble(
         self, stem: str
-    ) -> tuple[bytes, Manifest, list[bytes], list[bytes]] | None:
-        """A verified, normalised unit for ``stem`` from this run's writes, or None."""
+    ) -> tuple[bytes, Manifest, list[bytes], list[bytes], str] | None:
+        """A verified, normalised unit for ``stem`` from this run's writes (key, manifest,
+        refs, blobs, the path mypy used), or None."""
         view, codec = self._view_or_none(), self._codec
         if view is None or codec is None:
             return None
@@ -869,7 +887,7 @@ class MypyStore:
             source = SourceFile(info.path, with_sha1=True)
         except OSError:
             return None
-        if source.is_dir or source.sha1 != info.hash:
+        if source.sha1 != info.hash:
             return None  # the file changed while mypy ran: publish nothing stale
         ex = self._written[ex_name]
         if codec.has_import_context(ex_part, ex):
@@ -902,7 +920,7 @@ class MypyStore:
         )
         refs = [bytes.fromhex(manifest.meta), bytes.fromhex(manifest.data),
                 bytes.fromhex(manifest.ex)]
-        return self._unit_key(stem, source.key), manifest, refs, parts
+        return self._unit_key(stem, source.key), manifest, refs, parts, info.path
 
     # -- sessions (parallel workers) ------------------------------------------------------
 

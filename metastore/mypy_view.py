@@ -29,11 +29,12 @@ class MypyView:
         self.has_workers = int(getattr(self.options, "num_workers", 0) or 0) > 0
         self._roots: Roots | None = None
         #: mypy abandons a meta whose recorded size differs from the file's - except in Bazel
-        #: mode (it trusts the cache) and with the fine-grained cache (it uses stale metas).
+        #: mode (it trusts the cache) and when it uses the fine-grained cache (it keeps stale
+        #: metas: ``validate_meta``, ``BuildManager.use_fine_grained_cache``).
         self.abandons_metas_of_changed_files = not any(
-            getattr(self.options, name, False) for name in
-            ("bazel", "use_fine_grained_cache", "cache_fine_grained", "fine_grained_incremental"))
+            getattr(self.options, name, False) for name in ("bazel", "use_fine_grained_cache"))
         self._options_cache: dict[str, str] = {}
+        self._snapshot_keys: dict[tuple[tuple[str, object], ...], str] = {}
 
     # -- namespace ---------------------------------------------------------------------
 
@@ -81,7 +82,13 @@ class MypyView:
             snapshot = options_snapshot(module_id, self.manager)
         except Exception:
             return None
-        key = canonical_json(snapshot)
+        try:  # mypy 2.x: a platform and a hash; many modules share one snapshot
+            shared = tuple(sorted(snapshot.items()))
+            key = self._snapshot_keys.get(shared)
+            if key is None:
+                key = self._snapshot_keys[shared] = canonical_json(snapshot)
+        except TypeError:  # unhashable values (a full snapshot, as with --debug-cache)
+            key = canonical_json(snapshot)
         self._options_cache[module_id] = key
         return key
 
