@@ -3,7 +3,8 @@
 A benchmark program (not a test): it prints a table of wall times and re-checked
 module counts per run, and the median ratio store/stock over runs 3 and later, all
 measured in this one process tree, interleaved (stock, store, stock, store, ...).
-It also checks every output against ``mypy --no-incremental`` on the same tree.
+It also checks every output against ``mypy --no-incremental`` on the same tree
+(``metastore.bench.report``: file order and only-once notes aside).
 
     python benchmarks/alternate_releases.py [--package rich] [--versions 13.7.0 13.7.1]
         [--runs 8] [--workdir DIR]
@@ -25,6 +26,8 @@ import sys
 import tempfile
 import time
 import zipfile
+
+from metastore.bench import Report, report
 
 SCHED = re.compile(r"LOG:  Scheduling SCC (?:singleton|of size (\d+)) \(")
 
@@ -65,7 +68,7 @@ def release_tree(package: str, version: str, work: str) -> str:
     """The directory holding ``package``'s sources at ``version`` (fetched and unpacked into
     ``work`` on first use)."""
     pkg = package.replace("-", "_")
-    tree = os.path.join(work, "src", version)
+    tree = os.path.join(work, "src", f"{pkg}-{version}")
     if not os.path.isdir(os.path.join(tree, pkg)):
         extract(fetch(package, version, os.path.join(work, "wheels")), pkg, tree)
     return tree
@@ -135,20 +138,20 @@ def main() -> None:
         pkg,
     ]
     modules = 0
-    oracles: dict[int, tuple[str, int]] = {}
+    oracles: dict[int, Report] = {}
     rows = []
     for i in range(args.runs):
         which = i % 2
         checkout(trees[which], work_tree)
         if which not in oracles:
             _, out, rc, _ = run(oracle_cmd, work_tree)
-            oracles[which] = (out, rc)
+            oracles[which] = report(out, rc)
             modules = max(
                 modules, sum(f.endswith(".py") for _, _, fs in os.walk(work_tree) for f in fs)
             )
         t_stock, out_s, rc_s, n_stock = run(stock, work_tree)
         t_ours, out_o, rc_o, n_ours = run(ours, work_tree)
-        exact = (out_o, rc_o) == oracles[which] and (out_s, rc_s) == oracles[which]
+        exact = report(out_o, rc_o) == oracles[which] and report(out_s, rc_s) == oracles[which]
         rows.append((i + 1, args.versions[which], t_stock, n_stock, t_ours, n_ours, exact))
     version = subprocess.run(
         [sys.executable, "-m", "mypy", "--version"], capture_output=True, text=True

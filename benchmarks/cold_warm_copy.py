@@ -25,7 +25,7 @@ import tempfile
 
 from alternate_releases import checkout as copy_release
 from alternate_releases import release_tree, run
-from metastore.bench import fresh
+from metastore.bench import fresh, report
 
 
 def main() -> None:
@@ -53,7 +53,7 @@ def main() -> None:
     base = checkout("checkout")
     oracle = run([sys.executable, "-m", "mypy", "--no-incremental", "--cache-dir", os.devnull,
                   "--ignore-missing-imports", pkg], base)
-    expected = (oracle[1], oracle[2])
+    expected = report(oracle[1], oracle[2])
     times: dict[str, tuple[list[float], list[float], list[int], list[int]]] = {
         p: ([], [], [], []) for p in ("P1", "P2", "P3")}
     exact = True
@@ -62,7 +62,7 @@ def main() -> None:
         nonlocal exact
         t_s, out_s, rc_s, n_s = run(stock_cmd, cwd)
         t_o, out_o, rc_o, n_o = run(our_cmd, cwd)
-        exact = exact and (out_s, rc_s) == expected and (out_o, rc_o) == expected
+        exact = exact and report(out_s, rc_s) == expected and report(out_o, rc_o) == expected
         ts, to, ns, no = times[scenario]
         ts.append(t_s)
         to.append(t_o)

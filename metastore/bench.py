@@ -4,7 +4,8 @@ Runs the scenarios of ``scenarios.md`` that apply to one project - P1 cold, P2 w
 P3 the tree copied to a new path, P5 one edit, P7 concurrent runs - with stock mypy and
 with the store, interleaved (stock, store, stock, store, ...) in one process tree, in
 temporary copies of the project: the user's tree, caches and store are never touched.
-Every output is compared with ``mypy --no-incremental`` on the same tree.
+Every output is compared with ``mypy --no-incremental`` on the same tree (see
+:func:`report` for the two differences stock incremental mypy has by itself).
 
 The report is a table (or JSON): per scenario the median wall time of each side, their
 ratio, the modules each re-checked (from mypy's ``-v`` log), the bytes the store read and
@@ -25,14 +26,20 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["BenchError", "Measurement", "fresh", "run_bench"]
+__all__ = ["BenchError", "Measurement", "fresh", "report", "run_bench"]
 
-#: Directories never copied into the benchmark's trees.
-_SKIP_DIRS = frozenset({".git", ".hg", ".svn", ".mypy_cache", ".tox", ".nox", ".venv", "venv",
-                        "env", "node_modules", "__pycache__", ".pytest_cache", ".ruff_cache",
-                        "build", "dist"})
+#: Directories never copied into the benchmark's trees: tool data at any depth, and
+#: environments and build output at the project's top only (``pkg/build/`` may be a
+#: subpackage, as ``pip._internal.operations.build`` is).
+_SKIP_ANYWHERE = frozenset({".git", ".hg", ".svn", ".mypy_cache", ".tox", ".nox",
+                            "node_modules", "__pycache__", ".pytest_cache", ".ruff_cache"})
+_SKIP_AT_TOP = _SKIP_ANYWHERE | {".venv", "venv", "env", "build", "dist"}
 _SCHED = re.compile(r"LOG:  Scheduling SCC (?:singleton|of size (\d+)) \(")
 _STATS = re.compile(r"^mypy-metastore: .*?read_bytes=(\d+) written_bytes=(\d+)", re.M)
+# Notes mypy reports once per build; incremental mypy replays them with cached errors too.
+_ONLY_ONCE_NOTE = re.compile(
+    r"^[^:]+:\d+(?::\d+)?: note: (See https://|\(Skipping most remaining errors|"
+    r"\(Using --follow-imports=error|Hint: |Ancestor package )")
 SCENARIOS = ("P1", "P2", "P3", "P5", "P7")
 DESCRIPTIONS = {
     "P1": "cold run, empty cache",
@@ -100,6 +107,28 @@ def _run(argv: Sequence[str], cwd: str, env: dict[str, str]) -> Run:
                usage.ru_maxrss, stderr)
 
 
+Report = tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...], int]
+
+
+def report(stdout: str, returncode: int) -> Report:
+    """What two mypy runs must agree on: each file's lines in order, the other lines (the
+    summary) and the exit status. Left out: the order in which files are reported and
+    only-once notes, where stock incremental mypy differs from ``--no-incremental`` by
+    itself (cached modules' errors are replayed as they are loaded, with their notes)."""
+    files: dict[str, list[str]] = {}
+    rest: list[str] = []
+    for line in stdout.splitlines():
+        if _ONLY_ONCE_NOTE.match(line):
+            continue
+        name, sep, _ = line.partition(":")
+        if sep and name.endswith((".py", ".pyi", ".ini", ".toml", ".cfg")):
+            files.setdefault(name, []).append(line)
+        else:
+            rest.append(line)
+    return (tuple(sorted((name, tuple(lines)) for name, lines in files.items())),
+            tuple(rest), returncode)
+
+
 def fresh(path: str) -> str:
     """``path`` with nothing at it: a directory, or a store file with its -wal/-shm, removed."""
     shutil.rmtree(path, ignore_errors=True)
@@ -109,16 +138,21 @@ def fresh(path: str) -> str:
     return path
 
 
+def _skipped(top: str, directory: str, names: Sequence[str]) -> list[str]:
+    skip = _SKIP_AT_TOP if os.path.normpath(directory) == os.path.normpath(top) else _SKIP_ANYWHERE
+    return [n for n in names if n in skip]
+
+
 def _copy_tree(src: str, dest: str) -> None:
     shutil.copytree(src, dest, symlinks=True,
-                    ignore=lambda _d, names: [n for n in names if n in _SKIP_DIRS])
+                    ignore=lambda directory, names: _skipped(src, directory, names))
 
 
 def _edit_target(tree: str) -> str:
     """The module the P5 edit touches: the largest .py file (deterministic)."""
     best: tuple[int, str] | None = None
     for root, dirs, files in os.walk(tree):
-        dirs[:] = sorted(d for d in dirs if d not in _SKIP_DIRS)
+        dirs[:] = sorted(set(dirs) - set(_skipped(tree, root, dirs)))
         for name in sorted(files):
             if name.endswith(".py"):
                 path = os.path.join(root, name)
@@ -174,16 +208,16 @@ def _bench(project: str, args: list[str], runs: int, concurrency: int,
         return [python, "-m", "metastore.dropin", "--metastore-store", store,
                 "--metastore-stats", "--cache-dir", cache, "-v", *args]
 
-    oracles: dict[str, tuple[str, int]] = {}
+    oracles: dict[str, Report] = {}
 
-    def oracle(tree: str, label: str) -> tuple[str, int]:
+    def oracle(tree: str, label: str) -> Report:
         if label not in oracles:
             r = _run([python, "-m", "mypy", "--no-incremental", "--cache-dir", os.devnull,
                       *args], tree, env)
             if r.returncode not in (0, 1):
                 raise BenchError(f"mypy fails on this project (exit {r.returncode}): "
                                  f"{(r.stderr or r.stdout).strip().splitlines()[-1:]}")
-            oracles[label] = (r.stdout, r.returncode)
+            oracles[label] = report(r.stdout, r.returncode)
         return oracles[label]
 
     say("oracle (mypy --no-incremental)")
@@ -198,8 +232,8 @@ def _bench(project: str, args: list[str], runs: int, concurrency: int,
         stock_runs.append(s)
         our_runs.append(o)
         results[scenario] = (stock_runs, our_runs,
-                             exact and (o.stdout, o.returncode) == want
-                             and (s.stdout, s.returncode) == want)
+                             exact and report(o.stdout, o.returncode) == want
+                             and report(s.stdout, s.returncode) == want)
 
     stock_cache, store_cache = os.path.join(work, "stock-cache"), os.path.join(work, "our-cache")
     store = os.path.join(work, "store.db")
@@ -247,7 +281,7 @@ def _concurrent(base: str, target: str, n: int, work: str, args: list[str], pyth
     for tree in trees[:2]:
         r = _run([python, "-m", "mypy", "--no-incremental", "--cache-dir", os.devnull, *args],
                  tree, env)
-        want.append((r.stdout, r.returncode))
+        want.append(report(r.stdout, r.returncode))
     sides: list[tuple[float, list[Run]]] = []
     for side in ("stock", "store"):
         cache = fresh(os.path.join(work, f"p7-{side}-cache"))
@@ -273,7 +307,7 @@ def _concurrent(base: str, target: str, n: int, work: str, args: list[str], pyth
             finished.append(Run(0.0, stdout, proc.returncode, 0, 0, 0, usage.ru_maxrss,
                                 stderr))
         sides.append((time.perf_counter() - t0, finished))
-    failures = [sum((r.stdout, r.returncode) != want[i % 2] or "Traceback" in r.stderr
+    failures = [sum(report(r.stdout, r.returncode) != want[i % 2] or "Traceback" in r.stderr
                     or "INTERNAL ERROR" in r.stderr for i, r in enumerate(runs))
                 for _, runs in sides]
     (t_stock, stock_runs), (t_store, store_runs) = sides
