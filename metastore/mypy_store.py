@@ -40,9 +40,10 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias
 
 from metastore.cache_codec import DATA_MTIME, Codec, canonical_json, plugins_snapshot_bytes
+from metastore import run_snapshot
 from metastore.mypy_view import MypyView
 from metastore.session import Session
-from metastore.source_files import SourceFile, SourceKeys
+from metastore.source_files import SourceFile, SourceKeys, old_enough, signature
 from metastore.store import Entry, StoreError, digest
 
 PLUGINS_SNAPSHOT = "@plugins_snapshot.json"
@@ -65,6 +66,8 @@ if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker
         def get_slot(self, key: bytes) -> tuple[float, bytes] | None: ...
         def get_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]: ...
         def intact_blobs(self, digests: Sequence[bytes]) -> set[bytes]: ...
+        @property
+        def base_paths(self) -> tuple[str, ...]: ...
         def put(
             self,
             *,
@@ -238,6 +241,14 @@ class MypyStore:
         self._published_seq: dict[str, int] = {}
         self._stems: dict[str, str] = {}
         self._paths: dict[str, str] = {}  # module -> the path mypy uses, once found
+        self._sources_selected = False
+        # The run snapshot (see metastore.run_snapshot): read at the first offer, written
+        # at the end of the build if it changed.
+        self._snapshot_tried = False
+        self._snapshot_read: bytes | None = None
+        self._stats_seen: dict[str, os.stat_result] = {}  # path -> stat, snapshot offers
+        self._asked: set[str] = set()  # stems whose meta mypy read
+        self._final = False
         self._dirty: set[str] = set()
         self._offers: dict[str, Offer | None] = {}
         self._sources = SourceKeys(self._memo_slots)
@@ -308,7 +319,9 @@ class MypyStore:
             self.stats.store_seconds += time.perf_counter() - t0
 
     def close(self, *, final: bool) -> RunStats:
-        """Publish what is left; with ``final`` in the coordinator, gather the workers' stats."""
+        """Publish what is left; with ``final`` in the coordinator, gather the workers' stats
+        and record the run snapshot."""
+        self._final = final
         self.commit()
         if self._scratch is not None:
             if self._session is not None and self._session.is_coordinator and final:
@@ -349,6 +362,8 @@ class MypyStore:
             if shared is not None:
                 return shared
         stem, part = match.group("stem"), match.group("part")
+        if part == "meta" and not probe:
+            self._asked.add(stem)
         offer = self._offer(stem)
         if offer is None:
             if part == "meta" and not probe and not self._view_is_worker():
@@ -392,8 +407,8 @@ class MypyStore:
         if part != manifest.ex_part:
             return None
         blob = self._blob(manifest.ex)
-        if blob is None:
-            return None
+        if blob is None or not roots.may_hold_tokens(blob):
+            return blob
         unresolved: list[str] = []
 
         def resolve(stored: str) -> str:
@@ -464,7 +479,11 @@ class MypyStore:
         if is_pinned:
             self._offers[stem] = pinned
             return pinned
-        self._select_closure(stem, view)
+        if not self._snapshot_tried:
+            self._snapshot_tried = True
+            self._offer_from_snapshot(view)
+        if stem not in self._offers:
+            self._select_closure(stem, view)
         if view.has_workers and not view.parallel_worker:
             self._request_commit()
         return self._offers.get(stem)
@@ -500,6 +519,13 @@ class MypyStore:
         # keyed by the candidate's identity; dependencies mypy has not located are left out.
         edges: dict[int, list[tuple[str, str]]] = {}
         frontier = [root]
+        if not self._sources_selected:
+            # mypy will ask for every module on its command line: choose them together with
+            # the first one (one store query per level for the whole project, rather than one
+            # selection per module in a project of many small import graphs).
+            self._sources_selected = True
+            frontier += [stem_for(module, path)
+                         for module, path in view.source_modules().items()]
         while frontier:  # breadth first: one store lookup per level of the closure
             level = [stem for stem in dict.fromkeys(frontier)
                      if stem not in found and stem not in self._offers]
@@ -634,6 +660,95 @@ class MypyStore:
             if stem not in missing:
                 self._offers[stem] = Offer(stem, path, manifest, source.mtime, source.size + 1,
                                            previous=True)
+
+    # -- the run snapshot ------------------------------------------------------------------
+
+    def _snapshot_key(self, view: MypyView) -> bytes:
+        """One snapshot per namespace, roots (current directory included), command-line
+        sources, parallel mode and store layers."""
+        sources = sorted(view.source_modules().items())
+        parts = [self._ns, view.roots().fingerprint().encode(), b"1" if view.has_workers else b"0",
+                 self.store_path.encode("utf-8", "surrogateescape"),
+                 json.dumps([sources, list(getattr(self.backend, "base_paths", ()))]).encode(
+                     "utf-8", "surrogateescape")]
+        return digest(b"\0snapshot\0" + b"\0".join(parts))
+
+    def _offer_from_snapshot(self, view: MypyView) -> None:
+        """Offer, for every module of the last run's snapshot that is unchanged, the unit
+        that run chose (see :mod:`metastore.run_snapshot`); the others are left to
+        :meth:`_select_closure`. Coordinator (or serial) processes only."""
+        if self.backend is None or view.parallel_worker:
+            return
+        try:
+            slot = self.backend.get_slot(self._snapshot_key(view))
+        except StoreError as e:
+            self._problem(str(e))
+            return
+        if slot is None:
+            return
+        self._snapshot_read = slot[1]
+        records = run_snapshot.decode(slot[1])
+        if records is None:
+            return
+        roots = view.roots()
+        fingerprint = roots.fingerprint()
+        chosen: dict[str, tuple[run_snapshot.Record, Manifest, os.stat_result]] = {}
+        for record in records:
+            module = module_id(record.stem)
+            if (record.stem in self._offers or stem_for(module, record.path) != record.stem
+                    or self._module_path(module, view) != record.path):
+                continue
+            try:
+                st = os.stat(record.path)
+            except OSError:
+                continue
+            if signature(st) != record.signature:
+                continue
+            token, bound, meta, data, ex, ex_part, interface_hash, options, lp, par = record.unit
+            manifest = Manifest(token, bound, meta, data, ex, ex_part, interface_hash, (),
+                                options, lp, par)
+            if self._usable(manifest, module, record.path, view, roots, fingerprint):
+                chosen[record.stem] = (record, manifest, st)
+        self._prefetch([part for _, manifest, _ in chosen.values()
+                        for part in (manifest.meta, manifest.ex)])
+        missing = self._missing_parts({stem: m for stem, (_, m, _) in chosen.items()})
+        for stem, (record, manifest, st) in chosen.items():
+            if stem not in missing:
+                self._stats_seen[record.path] = st
+                self._offers[stem] = Offer(stem, record.path, manifest, int(st.st_mtime),
+                                           st.st_size, record.layer, record.seq)
+        if _DEBUG:
+            _debug(f"snapshot: {len(records)} records, {len(chosen) - len(missing)} offered")
+
+    def _snapshot_slot(self) -> list[tuple[bytes, float, bytes]]:
+        """The run snapshot to write at the end of the build ([] if unchanged or empty):
+        for each module mypy asked for, the unit offered from the store, if its file's stat
+        is old enough to be trusted (see metastore.source_files). Modules re-checked in
+        this run are left out: the next run finds their new unit by selection."""
+        view = self._view
+        if view is None or view.parallel_worker:
+            return []
+        now = time.time()
+        records = []
+        for stem in self._asked:
+            offer = self._offers.get(stem)
+            if (offer is None or offer.previous or offer.layer < 0
+                    or stem in self._published_seq):
+                continue
+            known = self._sources.known(offer.path)
+            st = known.stat if known is not None else self._stats_seen.get(offer.path)
+            if st is None or not old_enough(st, now):
+                continue
+            m = offer.manifest
+            records.append(run_snapshot.Record(
+                stem, offer.path, signature(st), offer.layer, offer.seq,
+                (m.path, m.bound, m.meta, m.data, m.ex, m.ex_part, m.interface_hash, m.options,
+                 m.local_partial_types, m.is_parallel)))
+        data = run_snapshot.encode(records)
+        if not records or data == self._snapshot_read:
+            return []
+        self._snapshot_read = data
+        return [(self._snapshot_key(view), now, data)]
 
     def _previous_key(self, stem: str, path: str) -> bytes:
         """The slot holding the last unit published for ``stem`` from the file at ``path``
@@ -815,12 +930,13 @@ class MypyStore:
             unit = self._assemble(stem)
             if unit is not None:
                 units.append(unit)
-                previous.append((self._previous_key(stem, unit[4]), time.time(),
+                previous.append((self._previous_key(stem, unit[4].path), time.time(),
                                  unit[1].encode()))
         self._dirty.clear()
         memo = self._sources.pending()
+        snapshot = self._snapshot_slot() if self._final else []
         if (not units and not self._unpublished_slots and not self._counter_deltas
-                and not memo and not self._used):
+                and not memo and not self._used and not snapshot):
             return
         if self.backend is None or not self._publishing:
             return
@@ -830,7 +946,7 @@ class MypyStore:
         slots = [(self._slot_key(name), mtime, data)
                  for name, (mtime, data) in self._slot_writes.items()
                  if name in self._unpublished_slots]
-        slots += memo + previous
+        slots += memo + previous + snapshot
         counters = dict(self._counter_deltas)
         counters["published"] = counters.get("published", 0) + len(units)
         try:
@@ -848,9 +964,9 @@ class MypyStore:
 
     def _assemble(
         self, stem: str
-    ) -> tuple[bytes, Manifest, list[bytes], list[bytes], str] | None:
+    ) -> tuple[bytes, Manifest, list[bytes], list[bytes], SourceFile] | None:
         """A verified, normalised unit for ``stem`` from this run's writes (key, manifest,
-        refs, blobs, the path mypy used), or None."""
+        refs, blobs, the source file it was checked against), or None."""
         view, codec = self._view_or_none(), self._codec
         if view is None or codec is None:
             return None
@@ -920,7 +1036,7 @@ class MypyStore:
         )
         refs = [bytes.fromhex(manifest.meta), bytes.fromhex(manifest.data),
                 bytes.fromhex(manifest.ex)]
-        return self._unit_key(stem, source.key), manifest, refs, parts, info.path
+        return self._unit_key(stem, source.key), manifest, refs, parts, source
 
     # -- sessions (parallel workers) ------------------------------------------------------
 

@@ -121,6 +121,11 @@ class MypyView:
         results.pop(module_id, None)
         return None
 
+    def source_modules(self) -> dict[str, str]:
+        """The modules named on mypy's command line (or in its config), with their paths."""
+        modules = getattr(self.manager.source_set, "source_modules", {})
+        return {module: str(path) for module, path in modules.items() if path}
+
     def roots(self) -> Roots:
         """Directories whose location may change between runs: the current directory,
         mypy's search paths (site-packages, typeshed, MYPYPATH) and the interpreter's prefixes.

@@ -17,12 +17,15 @@ such an entry only ever matches the very same path.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 from metastore.store import digest
 
 _MARK = "\0"
+#: A token as it can appear inside an encoded entry: raw (fixed format) or JSON-escaped.
+_TOKEN_IN_BYTES = re.compile(rb"(?:\x00|\\u0000)[A-Za-z_]+[0-9]*(?:\x00|\\u0000)")
 
 
 class Root(NamedTuple):
@@ -94,6 +97,12 @@ class Roots:
         if root is None:
             return None
         return root.path + os.sep + rest
+
+    @staticmethod
+    def may_hold_tokens(blob: bytes) -> bool:
+        """False if ``blob`` (an encoded entry) certainly holds no tokenised path, so that
+        resolving its paths would change nothing; True if it might."""
+        return _TOKEN_IN_BYTES.search(blob) is not None
 
     def mentions_any(self, blobs: Iterable[bytes]) -> bool:
         """True if any root's absolute path occurs anywhere in ``blobs``.

@@ -58,7 +58,7 @@ class SourceFile:
         with open(path, "rb") as f:
             data = f.read()
         after = os.stat(path)
-        if len(data) != st.st_size or _signature(after) != _signature(st):
+        if len(data) != st.st_size or signature(after) != signature(st):
             raise OSError(f"{path} changed while it was read")
         if with_sha1:
             from mypy.util import hash_digest
@@ -81,6 +81,7 @@ class SourceKeys:
         self._now = now
         self._files: dict[str, SourceFile | None] = {}
         self._pending: dict[bytes, tuple[float, bytes]] = {}
+        self._cwd = os.getcwd()  # mypy's paths are relative to it; it does not change
 
     def get(self, paths: Sequence[str]) -> dict[str, SourceFile | None]:
         """The source file at each path (None if it cannot be read), with one memo lookup
@@ -93,7 +94,7 @@ class SourceKeys:
                 st: os.stat_result | None = os.stat(path)
             except OSError:
                 st = None
-            todo[path] = (_slot_key(path), st)
+            todo[path] = (_slot_key(path, self._cwd), st)
         memo: dict[bytes, tuple[float, bytes]] = {}
         wanted = [slot for slot, st in todo.values()
                   if st is not None and statmod.S_ISREG(st.st_mode)]
@@ -116,9 +117,13 @@ class SourceKeys:
             self._files[path] = source
             if source.was_read:
                 now = self._now()
-                if _old_enough(st, now):
-                    self._pending[slot] = (now, _RECORD.pack(*_signature(st), source.key))
+                if old_enough(st, now):
+                    self._pending[slot] = (now, _RECORD.pack(*signature(st), source.key))
         return {path: self._files[path] for path in paths}
+
+    def known(self, path: str) -> SourceFile | None:
+        """The source file at ``path`` if this run already looked at it, else None."""
+        return self._files.get(path)
 
     def pending(self) -> list[tuple[bytes, float, bytes]]:
         """Memo records of files read since the last call (and forget them)."""
@@ -127,11 +132,16 @@ class SourceKeys:
         return records
 
 
-def _slot_key(path: str) -> bytes:
-    return digest(_SLOT_PREFIX + os.path.abspath(path).encode("utf-8", "surrogateescape"))
+def _slot_key(path: str, cwd: str) -> bytes:
+    """The memo slot of the file at ``path`` (``os.path.abspath`` with ``cwd`` given: it
+    would ask the OS for the current directory once per file)."""
+    absolute = os.path.normpath(os.path.join(cwd, path))
+    return digest(_SLOT_PREFIX + absolute.encode("utf-8", "surrogateescape"))
 
 
-def _signature(st: os.stat_result) -> tuple[int, int, int, int]:
+def signature(st: os.stat_result) -> tuple[int, int, int, int]:
+    """What identifies a file's content while it is unchanged: size, mtime_ns, inode and
+    ctime_ns (trusted only for stats that are :func:`old_enough`)."""
     return st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns
 
 
@@ -139,11 +149,13 @@ def _remembered_key(record: bytes, st: os.stat_result) -> bytes | None:
     if len(record) != _RECORD.size:
         return None
     size, mtime_ns, ino, ctime_ns, key = _RECORD.unpack(record)
-    if (size, mtime_ns, ino, ctime_ns) != _signature(st):
+    if (size, mtime_ns, ino, ctime_ns) != signature(st):
         return None
     return bytes(key)
 
 
-def _old_enough(st: os.stat_result, now: float) -> bool:
+def old_enough(st: os.stat_result, now: float) -> bool:
+    """True if the file's mtime and ctime are at least RACY_SECONDS before ``now``: an edit
+    after ``now`` cannot leave the same :func:`signature`."""
     newest = max(st.st_mtime_ns, st.st_ctime_ns) / 1e9
     return now - newest >= RACY_SECONDS

@@ -8,6 +8,7 @@ re-checked (from ``mypy -v``) as claimed.
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -188,3 +189,42 @@ def test_edited_module_gets_its_previous_meta_like_stock(harness: Harness, tmp_p
         abandoned = [line for line in run.stderr.splitlines() if "Metadata abandoned" in line]
         assert len(abandoned) == 1 and "pkg0.core: file" in abandoned[0], abandoned
         h.check(h.dropin(proj, cache_dir=h.fresh_cache_dir()), warm=True)
+
+
+def _snapshot_offers(log: Path) -> list[int]:
+    """How many units each run offered from the run snapshot (the developer log)."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [int(line.split()[-2]) for line in lines if " snapshot: " in line]
+
+
+def test_run_snapshot_offers_only_files_whose_stat_is_unchanged(harness: Harness,
+                                                                 tmp_path: Path) -> None:
+    """A warm run of an unchanged tree takes its units from the previous run's snapshot;
+    a file whose content changed is never taken from it - not even one edited to the same
+    size with its mtime put back (its ctime still moves) - nor a file changed within the
+    timestamp granularity of the run that recorded it."""
+    h = harness
+    proj = tmp_path / "proj"
+    files = gen.generate(SPEC)
+    gen.write_tree(proj, files)
+    log = tmp_path / "debug.log"
+    env = {"MYPY_METASTORE_DEBUG_LOG": str(log)}
+    _cold(h, proj)
+    time.sleep(2.2)  # older than the racy window: stats can be recorded
+    h.check(h.dropin(proj, env=env, cache_dir=h.fresh_cache_dir()), warm=True)  # records
+    h.check(h.dropin(proj, env=env, cache_dir=h.fresh_cache_dir()), warm=True)  # uses
+    (second,) = _snapshot_offers(log)  # the first warm run had no snapshot yet
+    assert second > 40, second
+
+    leaf = proj / gen.leaf_path(SPEC)
+    before = leaf.stat()
+    text = leaf.read_text()
+    edited = text.replace("total = 0", "total = 1", 1)
+    assert len(edited) == len(text) and edited != text
+    leaf.write_text(edited)
+    os.utime(leaf, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert leaf.stat().st_size == before.st_size
+    assert leaf.stat().st_mtime_ns == before.st_mtime_ns
+    v, s = h.check(h.dropin(proj, env=env, cache_dir=h.fresh_cache_dir()))
+    assert gen.module_name(gen.leaf_path(SPEC)) in v.rechecked_modules, v.rechecked_modules
+    assert _snapshot_offers(log)[-1] == second - 1

@@ -1,0 +1,62 @@
+"""The last run's choice of units, so that an unchanged tree is offered without selection.
+
+Choosing a unit for a module costs, per module: a source-key memo lookup, a unit lookup,
+decoding each candidate's manifest and resolving its dependencies. On a warm run of an
+unchanged tree the outcome is the previous run's. A run snapshot records that outcome: per
+module the path mypy used, the file's stat signature and the chosen unit (its manifest
+without the dependency list, and where it was found). The next run with the same
+namespace, roots, sources and layers takes each module whose file still has that
+signature (so, by the racy rule of :mod:`metastore.source_files`, the same content and
+hence the same unit key), whose path mypy still resolves the same and whose options are
+the same; every other module goes through the normal selection. mypy validates every
+offered meta as always.
+
+Knows nothing of mypy or SQLite: records in, bytes out.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import NamedTuple
+
+
+class Record(NamedTuple):
+    """One module's unit as chosen in a run."""
+
+    stem: str
+    path: str  # the path mypy used
+    signature: tuple[int, int, int, int]  # size, mtime_ns, ino, ctime_ns when keyed
+    layer: int
+    seq: int
+    #: The unit's manifest fields but its dependencies, in :class:`Manifest` order:
+    #: (path token, bound, meta, data, ex, ex_part, interface hash, options,
+    #: local_partial_types, is_parallel).
+    unit: tuple[str, str, str, str, str, str, str, str, bool, bool]
+
+
+def encode(records: Iterable[Record]) -> bytes:
+    """Deterministic bytes for ``records`` (sorted by stem)."""
+    rows = [[r.stem, r.path, list(r.signature), r.layer, r.seq, list(r.unit)]
+            for r in sorted(records)]
+    return json.dumps(rows, separators=(",", ":")).encode()
+
+
+def decode(data: bytes) -> list[Record] | None:
+    """The records in ``data``; None if it is not a snapshot (any malformed row)."""
+    try:
+        rows = json.loads(data)
+        records = []
+        for stem, path, signature, layer, seq, unit in rows:
+            record = Record(stem, path, tuple(signature), layer, seq, tuple(unit))
+            if not (type(stem) is str and type(path) is str and type(layer) is int
+                    and type(seq) is int and len(record.signature) == 4
+                    and all(type(n) is int for n in record.signature)
+                    and len(record.unit) == 10
+                    and all(type(f) is str for f in record.unit[:8])
+                    and all(type(f) is bool for f in record.unit[8:])):
+                return None
+            records.append(record)
+        return records
+    except (ValueError, TypeError):
+        return None
