@@ -246,6 +246,8 @@ class MypyStore:
         # at the end of the build if it changed.
         self._snapshot_tried = False
         self._snapshot_read: bytes | None = None
+        self._snapshot_stems: set[str] = set()  # every stem the snapshot read holds
+        self._from_snapshot: set[str] = set()  # stems offered from it
         self._stats_seen: dict[str, os.stat_result] = {}  # path -> stat, snapshot offers
         self._asked: set[str] = set()  # stems whose meta mypy read
         self._final = False
@@ -686,10 +688,11 @@ class MypyStore:
             return
         if slot is None:
             return
-        self._snapshot_read = slot[1]
         records = run_snapshot.decode(slot[1])
         if records is None:
             return
+        self._snapshot_read = slot[1]
+        self._snapshot_stems = {record.stem for record in records}
         roots = view.roots()
         fingerprint = roots.fingerprint()
         chosen: dict[str, tuple[run_snapshot.Record, Manifest, os.stat_result]] = {}
@@ -717,6 +720,7 @@ class MypyStore:
                 self._stats_seen[record.path] = st
                 self._offers[stem] = Offer(stem, record.path, manifest, int(st.st_mtime),
                                            st.st_size, record.layer, record.seq)
+                self._from_snapshot.add(stem)
         if _DEBUG:
             _debug(f"snapshot: {len(records)} records, {len(chosen) - len(missing)} offered")
 
@@ -728,6 +732,9 @@ class MypyStore:
         view = self._view
         if view is None or view.parallel_worker:
             return []
+        if (self._from_snapshot == self._snapshot_stems and self._asked <= self._from_snapshot
+                and not self._published_seq):
+            return []  # every module came from the snapshot and nothing was re-checked
         now = time.time()
         records = []
         for stem in self._asked:

@@ -48,15 +48,18 @@ def decode(data: bytes) -> list[Record] | None:
         rows = json.loads(data)
         records = []
         for stem, path, signature, layer, seq, unit in rows:
-            record = Record(stem, path, tuple(signature), layer, seq, tuple(unit))
-            if not (type(stem) is str and type(path) is str and type(layer) is int
-                    and type(seq) is int and len(record.signature) == 4
-                    and all(type(n) is int for n in record.signature)
-                    and len(record.unit) == 10
-                    and all(type(f) is str for f in record.unit[:8])
-                    and all(type(f) is bool for f in record.unit[8:])):
+            size, mtime_ns, ino, ctime_ns = signature
+            (token, bound, meta, data_digest, ex, ex_part, interface_hash, options, lp,
+             par) = unit
+            if not (type(stem) is type(path) is type(token) is type(bound) is type(meta)
+                    is type(data_digest) is type(ex) is type(ex_part) is type(interface_hash)
+                    is type(options) is str
+                    and type(layer) is type(seq) is type(size) is type(mtime_ns) is type(ino)
+                    is type(ctime_ns) is int and type(lp) is type(par) is bool):
                 return None
-            records.append(record)
+            records.append(Record(stem, path, (size, mtime_ns, ino, ctime_ns), layer, seq,
+                                  (token, bound, meta, data_digest, ex, ex_part,
+                                   interface_hash, options, lp, par)))
         return records
     except (ValueError, TypeError):
         return None
