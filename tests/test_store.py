@@ -473,3 +473,26 @@ def test_damaged_top_blob_falls_back_to_an_intact_base_copy(tmp_path: Path) -> N
     assert s.get_blob(digest(good)) == good
     assert s.intact_blobs([digest(good)]) == {digest(good)}
     s.close()
+
+
+def test_key_index_is_added_to_a_top_and_optional_in_a_base(tmp_path: Path) -> None:
+    """Stores written before the narrow key index still work as bases (lookups use the
+    wide unique index) and get the index when opened as a top; lookups use it then."""
+    path = tmp_path / "s.db"
+    s = Store(str(path))
+    put_range(s, 0, 5)
+    s.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP INDEX entries_key")
+    base = Store(None, [str(path)])
+    assert not base.layers[0].key_index
+    assert [e.value for e in base.lookup([entry(3)[1]])[entry(3)[1]]] == [entry(3)[2]]
+    base.close()
+    top = Store(str(path))
+    assert top.layers[0].key_index
+    plan = top.layers[0].conn.execute(
+        "EXPLAIN QUERY PLAN SELECT key, value, seq FROM entries INDEXED BY entries_key "
+        "WHERE key IN (?)", (entry(3)[1],)).fetchall()
+    assert "entries_key" in str(plan)
+    assert [e.value for e in top.lookup([entry(3)[1]])[entry(3)[1]]] == [entry(3)[2]]
+    top.close()
