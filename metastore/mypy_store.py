@@ -248,6 +248,9 @@ class MypyStore:
         self._snapshot_read: bytes | None = None
         self._snapshot_stems: set[str] = set()  # every stem the snapshot read holds
         self._from_snapshot: set[str] = set()  # stems offered from it
+        self._snapshot_resolved = False  # entries of units it named by key were looked up
+        # stem -> (unit key, manifest, source file, path mypy used) of units published
+        self._published_units: dict[str, tuple[bytes, Manifest, SourceFile, str]] = {}
         self._stats_seen: dict[str, os.stat_result] = {}  # path -> stat, snapshot offers
         self._asked: set[str] = set()  # stems whose meta mypy read
         self._final = False
@@ -631,7 +634,7 @@ class MypyStore:
         """
         if self.backend is None or not view.abandons_metas_of_changed_files:
             return
-        keys = {self._previous_key(stem, entry[0]): stem for stem, entry in edited.items()
+        keys = {self._previous_key(stem, entry[1].path): stem for stem, entry in edited.items()
                 if entry is not None and not entry[1].is_dir}
         if not keys:
             return
@@ -640,18 +643,29 @@ class MypyStore:
         except StoreError as e:
             self._problem(str(e))
             return
+        # A previous slot names the unit: its key and its meta digest (several units may
+        # share a key).
+        wanted = {keys[slot]: (value[:32], value[32:].hex()) for slot, (_, value)
+                  in slots.items() if len(value) == 64}
+        try:
+            found = self.backend.lookup(list({key for key, _ in wanted.values()}))
+        except StoreError as e:
+            self._problem(str(e))
+            return
         roots = view.roots()
         fingerprint = roots.fingerprint()
         chosen: dict[str, tuple[Manifest, str, SourceFile]] = {}
-        for key, (_, value) in slots.items():
-            stem = keys[key]
+        for stem, (key, meta) in wanted.items():
             entry = edited[stem]
             assert entry is not None
             path, source, _ = entry
-            manifest = Manifest.decode(value)
-            if manifest is not None and self._usable(manifest, module_id(stem), path, view,
-                                                     roots, fingerprint):
-                chosen[stem] = (manifest, path, source)
+            for stored in found.get(key, ()):
+                manifest = Manifest.decode(stored.value)
+                if (manifest is not None and manifest.meta == meta
+                        and self._usable(manifest, module_id(stem), path, view, roots,
+                                         fingerprint)):
+                    chosen[stem] = (manifest, path, source)
+                    break
         self._prefetch([part for manifest, _, _ in chosen.values()
                         for part in (manifest.meta, manifest.ex)])
         # The data must be there too: if the interface did not change, mypy does not write
@@ -702,7 +716,7 @@ class MypyStore:
                     or self._module_path(module, view) != record.path):
                 continue
             try:
-                st = os.stat(record.path)
+                st = os.stat(view.source_file(record.path))
             except OSError:
                 continue
             if signature(st) != record.signature:
@@ -712,6 +726,7 @@ class MypyStore:
                                 options, lp, par)
             if self._usable(manifest, module, record.path, view, roots, fingerprint):
                 chosen[record.stem] = (record, manifest, st)
+        self._locate_published(chosen)
         self._prefetch([part for _, manifest, _ in chosen.values()
                         for part in (manifest.meta, manifest.ex)])
         missing = self._missing_parts({stem: m for stem, (_, m, _) in chosen.items()})
@@ -724,31 +739,63 @@ class MypyStore:
         if _DEBUG:
             _debug(f"snapshot: {len(records)} records, {len(chosen) - len(missing)} offered")
 
+    def _locate_published(
+        self, chosen: dict[str, tuple[run_snapshot.Record, Manifest, os.stat_result]]
+    ) -> None:
+        """Give the snapshot's units published by the recording run (named by key) the
+        layer and seq of their entry - one lookup; a unit whose entry is gone is dropped
+        from ``chosen``. The snapshot is then rewritten with them."""
+        named = {stem: bytes.fromhex(record.key) for stem, (record, _, _) in chosen.items()
+                 if record.layer < 0}
+        if not named or self.backend is None:
+            return
+        self._snapshot_resolved = True
+        try:
+            found = self.backend.lookup(list(set(named.values())))
+        except StoreError as e:
+            self._problem(str(e))
+            found = {}
+        for stem, key in named.items():
+            record, manifest, st = chosen.pop(stem)
+            for entry in found.get(key, ()):
+                stored = Manifest.decode(entry.value)
+                if stored is not None and stored.meta == manifest.meta:
+                    chosen[stem] = (record._replace(layer=entry.layer, seq=entry.seq),
+                                    manifest, st)
+                    break
+
     def _snapshot_slot(self) -> list[tuple[bytes, float, bytes]]:
         """The run snapshot to write at the end of the build ([] if unchanged or empty):
-        for each module mypy asked for, the unit offered from the store, if its file's stat
-        is old enough to be trusted (see metastore.source_files). Modules re-checked in
-        this run are left out: the next run finds their new unit by selection."""
+        for each module mypy asked for, the unit it was offered from the store or the unit
+        published for it in this run, if its file's stat is old enough to be trusted (see
+        metastore.source_files)."""
         view = self._view
         if view is None or view.parallel_worker:
             return []
         if (self._from_snapshot == self._snapshot_stems and self._asked <= self._from_snapshot
-                and not self._published_seq):
+                and not self._published_seq and not self._snapshot_resolved):
             return []  # every module came from the snapshot and nothing was re-checked
         now = time.time()
         records = []
         for stem in self._asked:
+            published = self._published_units.get(stem)
             offer = self._offers.get(stem)
-            if (offer is None or offer.previous or offer.layer < 0
-                    or stem in self._published_seq):
+            st: os.stat_result | None
+            if published is not None:
+                key, m, source, path = published
+                layer, seq, st, hex_key = -1, -1, source.stat, key.hex()
+            elif (offer is not None and not offer.previous and offer.layer >= 0
+                    and stem not in self._published_seq):
+                m, path, layer, seq = offer.manifest, offer.path, offer.layer, offer.seq
+                hex_key = ""
+                known = self._sources.known(view.source_file(path))
+                st = known.stat if known is not None else self._stats_seen.get(path)
+            else:
                 continue
-            known = self._sources.known(offer.path)
-            st = known.stat if known is not None else self._stats_seen.get(offer.path)
             if st is None or not old_enough(st, now):
                 continue
-            m = offer.manifest
             records.append(run_snapshot.Record(
-                stem, offer.path, signature(st), offer.layer, offer.seq,
+                stem, path, signature(st), layer, seq, hex_key,
                 (m.path, m.bound, m.meta, m.data, m.ex, m.ex_part, m.interface_hash, m.options,
                  m.local_partial_types, m.is_parallel)))
         data = run_snapshot.encode(records)
@@ -759,8 +806,9 @@ class MypyStore:
 
     def _previous_key(self, stem: str, path: str) -> bytes:
         """The slot holding the last unit published for ``stem`` from the file at ``path``
-        (absolute: this checkout's previous version, as in mypy's own cache directory -
-        another project's module of the same name would only look like an interface change)."""
+        (the file mypy read, see :meth:`MypyView.source_file`; made absolute: this
+        checkout's previous version, as in mypy's own cache directory - another project's
+        module of the same name would only look like an interface change)."""
         where = os.path.abspath(path).encode("utf-8", "surrogateescape")
         return digest(self._ns + b"\0previous\0" + stem.encode() + b"\0" + where)
 
@@ -869,10 +917,11 @@ class MypyStore:
             path = self._module_path(module, view)
             if path is not None and stem_for(module, path) == stem:
                 paths[stem] = path
-        sources = self._sources.get(list(paths.values()))
+        files = {path: view.source_file(path) for path in paths.values()}
+        sources = self._sources.get(list(files.values()))
         keys: dict[str, bytes] = {}
         for stem, path in paths.items():
-            source = sources[path]
+            source = sources[files[path]]
             if source is not None:
                 keys[stem] = self._unit_key(stem, source.key)
                 result[stem] = (path, source, [])
@@ -932,13 +981,15 @@ class MypyStore:
 
     def _publish(self) -> None:
         units = []
+        published_stems = []
         previous = []  # each published unit becomes its module's previous unit
         for stem in sorted(self._dirty):
             unit = self._assemble(stem)
             if unit is not None:
                 units.append(unit)
+                published_stems.append(stem)
                 previous.append((self._previous_key(stem, unit[4].path), time.time(),
-                                 unit[1].encode()))
+                                 unit[0] + bytes.fromhex(unit[1].meta)))
         self._dirty.clear()
         memo = self._sources.pending()
         snapshot = self._snapshot_slot() if self._final else []
@@ -948,8 +999,8 @@ class MypyStore:
         if self.backend is None or not self._publishing:
             return
         entries = [(self._label, key, manifest.encode(), refs)
-                   for key, manifest, refs, _, _ in units]
-        blobs = [blob for _, _, _, parts, _ in units for blob in parts]
+                   for key, manifest, refs, _, _, _ in units]
+        blobs = [blob for _, _, _, parts, _, _ in units for blob in parts]
         slots = [(self._slot_key(name), mtime, data)
                  for name, (mtime, data) in self._slot_writes.items()
                  if name in self._unpublished_slots]
@@ -964,6 +1015,8 @@ class MypyStore:
             self._publishing = False
             return
         self.stats.published += len(units)
+        for stem, (key, manifest, _, _, source, path) in zip(published_stems, units):
+            self._published_units[stem] = (key, manifest, source, path)
         self.stats.written_bytes += written
         self._counter_deltas.clear()
         self._unpublished_slots.clear()
@@ -971,9 +1024,10 @@ class MypyStore:
 
     def _assemble(
         self, stem: str
-    ) -> tuple[bytes, Manifest, list[bytes], list[bytes], SourceFile] | None:
+    ) -> tuple[bytes, Manifest, list[bytes], list[bytes], SourceFile, str] | None:
         """A verified, normalised unit for ``stem`` from this run's writes (key, manifest,
-        refs, blobs, the source file it was checked against), or None."""
+        refs, blobs, the source file it was checked against, the path mypy used), or
+        None."""
         view, codec = self._view_or_none(), self._codec
         if view is None or codec is None:
             return None
@@ -1007,7 +1061,7 @@ class MypyStore:
         if not _data_matches_interface(data, meta, info.interface_hash):
             return None
         try:
-            source = SourceFile(info.path, with_sha1=True)
+            source = SourceFile(view.source_file(info.path), with_sha1=True)
         except OSError:
             return None
         if source.sha1 != info.hash:
@@ -1043,7 +1097,7 @@ class MypyStore:
         )
         refs = [bytes.fromhex(manifest.meta), bytes.fromhex(manifest.data),
                 bytes.fromhex(manifest.ex)]
-        return self._unit_key(stem, source.key), manifest, refs, parts, source
+        return self._unit_key(stem, source.key), manifest, refs, parts, source, info.path
 
     # -- sessions (parallel workers) ------------------------------------------------------
 

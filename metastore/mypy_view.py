@@ -121,6 +121,14 @@ class MypyView:
         results.pop(module_id, None)
         return None
 
+    def source_file(self, path: str) -> str:
+        """The file mypy reads for ``path``: its ``--shadow-file`` if it has one (mypy then
+        records that file's hash, mtime and size in the meta), else ``path``."""
+        if not getattr(self.manager, "shadow_map", None):
+            return path
+        swapped: str = self.manager.maybe_swap_for_shadow_path(path)
+        return swapped
+
     def source_modules(self) -> dict[str, str]:
         """The modules named on mypy's command line (or in its config), with their paths."""
         modules = getattr(self.manager.source_set, "source_modules", {})

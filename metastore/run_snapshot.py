@@ -27,8 +27,9 @@ class Record(NamedTuple):
     stem: str
     path: str  # the path mypy used
     signature: tuple[int, int, int, int]  # size, mtime_ns, ino, ctime_ns when keyed
-    layer: int
-    seq: int
+    layer: int  # where the unit's entry is; -1 for a unit published by the recording run,
+    seq: int    # whose entry the next run looks up by ``key``
+    key: str  # the unit's key (hex) when layer is -1, else ""
     #: The unit's manifest fields but its dependencies, in :class:`Manifest` order:
     #: (path token, bound, meta, data, ex, ex_part, interface hash, options,
     #: local_partial_types, is_parallel).
@@ -37,7 +38,7 @@ class Record(NamedTuple):
 
 def encode(records: Iterable[Record]) -> bytes:
     """Deterministic bytes for ``records`` (sorted by stem)."""
-    rows = [[r.stem, r.path, list(r.signature), r.layer, r.seq, list(r.unit)]
+    rows = [[r.stem, r.path, list(r.signature), r.layer, r.seq, r.key, list(r.unit)]
             for r in sorted(records)]
     return json.dumps(rows, separators=(",", ":")).encode()
 
@@ -47,17 +48,18 @@ def decode(data: bytes) -> list[Record] | None:
     try:
         rows = json.loads(data)
         records = []
-        for stem, path, signature, layer, seq, unit in rows:
+        for stem, path, signature, layer, seq, key, unit in rows:
             size, mtime_ns, ino, ctime_ns = signature
             (token, bound, meta, data_digest, ex, ex_part, interface_hash, options, lp,
              par) = unit
-            if not (type(stem) is type(path) is type(token) is type(bound) is type(meta)
+            if not (type(stem) is type(path) is type(key) is type(token) is type(bound)
+                    is type(meta)
                     is type(data_digest) is type(ex) is type(ex_part) is type(interface_hash)
                     is type(options) is str
                     and type(layer) is type(seq) is type(size) is type(mtime_ns) is type(ino)
                     is type(ctime_ns) is int and type(lp) is type(par) is bool):
                 return None
-            records.append(Record(stem, path, (size, mtime_ns, ino, ctime_ns), layer, seq,
+            records.append(Record(stem, path, (size, mtime_ns, ino, ctime_ns), layer, seq, key,
                                   (token, bound, meta, data_digest, ex, ex_part,
                                    interface_hash, options, lp, par)))
         return records

@@ -13,23 +13,24 @@ UNIT = ("pkg/a.py", "", "aa" * 32, "bb" * 32, "cc" * 32, "meta_ex", "dd" * 20, "
 
 
 def test_round_trip_is_deterministic() -> None:
-    records = [Record("pkg/b", "pkg/b.py", (10, 2, 3, 4), 0, 7, UNIT),
-               Record("pkg/a", "pkg/a.py", (11, 5, 6, 7), 1, 3, UNIT)]
+    records = [Record("pkg/b", "pkg/b.py", (10, 2, 3, 4), 0, 7, "", UNIT),
+               Record("pkg/a", "pkg/a.py", (11, 5, 6, 7), -1, -1, "ab" * 32, UNIT)]
     data = encode(records)
     assert data == encode(list(reversed(records)))
     assert decode(data) == sorted(records)
 
 
 @pytest.mark.parametrize("row", [
-    ["pkg/a", "pkg/a.py", [1, 2, 3], 0, 1, list(UNIT)],  # short signature
-    ["pkg/a", "pkg/a.py", [1, 2, 3, "4"], 0, 1, list(UNIT)],  # a signature field not an int
-    ["pkg/a", "pkg/a.py", [1, 2, 3, 4], 0, 1, list(UNIT)[:-1]],  # short unit
-    ["pkg/a", "pkg/a.py", [1, 2, 3, 4], 0, 1, [*UNIT[:8], 1, False]],  # a flag not a bool
-    ["pkg/a", 5, [1, 2, 3, 4], 0, 1, list(UNIT)],  # a path not a string
-    ["pkg/a", "pkg/a.py", [1, 2, 3, 4], 0.5, 1, list(UNIT)],  # a layer not an int
+    ["pkg/a", "pkg/a.py", [1, 2, 3], 0, 1, "", list(UNIT)],  # short signature
+    ["pkg/a", "pkg/a.py", [1, 2, 3, "4"], 0, 1, "", list(UNIT)],  # a signature field not an int
+    ["pkg/a", "pkg/a.py", [1, 2, 3, 4], 0, 1, "", list(UNIT)[:-1]],  # short unit
+    ["pkg/a", "pkg/a.py", [1, 2, 3, 4], 0, 1, "", [*UNIT[:8], 1, False]],  # a flag not a bool
+    ["pkg/a", 5, [1, 2, 3, 4], 0, 1, "", list(UNIT)],  # a path not a string
+    ["pkg/a", "pkg/a.py", [1, 2, 3, 4], 0.5, 1, "", list(UNIT)],  # a layer not an int
+    ["pkg/a", "pkg/a.py", [1, 2, 3, 4], -1, -1, None, list(UNIT)],  # a key not a string
 ])
 def test_a_malformed_row_rejects_the_snapshot(row: list[object]) -> None:
-    good = ["pkg/b", "pkg/b.py", [1, 2, 3, 4], 0, 1, list(UNIT)]
+    good = ["pkg/b", "pkg/b.py", [1, 2, 3, 4], 0, 1, "", list(UNIT)]
     assert decode(json.dumps([good]).encode()) is not None
     assert decode(json.dumps([good, row]).encode()) is None
 
