@@ -97,12 +97,41 @@ class Codec:
 
     def patched_meta(self, stored: bytes, data_file: str, **fields: object) -> bytes | None:
         """Re-encode a stored meta with some fields replaced; None if it does not decode."""
+        if self.fixed_format and fields.keys() <= _HEAD_FIELDS:
+            patched = self._patched_head(stored, fields)
+            if patched is not None:
+                return patched
         meta = self.read_meta(stored, data_file)
         if meta is None:
             return None
         for name, value in fields.items():
             setattr(meta, name, value)
         return self.write_meta(meta)
+
+    def _patched_head(self, stored: bytes, fields: dict[str, object]) -> bytes | None:
+        """A fixed-format meta with ``path``/``mtime``/``size`` replaced without decoding the
+        rest: ``CacheMeta.write`` (1.20-2.4) begins with id, path, mtime, size. The head is
+        read, encoded again and must reproduce the stored bytes exactly, else None (the
+        caller decodes the whole meta)."""
+        try:
+            versions = (cache_version(), mypy_cache.CACHE_VERSION)
+            if len(stored) < 2 or (stored[0], stored[1]) != versions:
+                return None
+            buf = ReadBuffer(stored[2:])
+            head = (mypy_cache.read_str(buf), mypy_cache.read_str(buf),
+                    mypy_cache.read_int(buf), mypy_cache.read_int(buf))
+            old = WriteBuffer()
+            _write_head(old, *head)
+            old_bytes = bytes(old.getvalue())
+            if stored[2:2 + len(old_bytes)] != old_bytes:
+                return None
+            new = WriteBuffer()
+            _write_head(new, head[0], str(fields.get("path", head[1])),
+                        int(fields.get("mtime", head[2])),  # type: ignore[call-overload]
+                        int(fields.get("size", head[3])))  # type: ignore[call-overload]
+            return stored[:2] + bytes(new.getvalue()) + stored[2 + len(old_bytes):]
+        except Exception:
+            return None
 
     # -- meta_ex (2.x) and err (1.20) ------------------------------------------------
 
@@ -232,6 +261,17 @@ class Codec:
                                             _encode(mypy_cache.write_bool, False)):
             return None
         return data[:index] + _encode(mypy_cache.write_str, new) + tail
+
+
+#: The leading fields of a fixed-format meta, patched without decoding the rest.
+_HEAD_FIELDS = frozenset({"path", "mtime", "size"})
+
+
+def _write_head(buf: Any, module_id: str, path: str, mtime: int, size: int) -> None:
+    mypy_cache.write_str(buf, module_id)
+    mypy_cache.write_str(buf, path)
+    mypy_cache.write_int(buf, mtime)
+    mypy_cache.write_int(buf, size)
 
 
 def plugins_snapshot_bytes(snapshot: dict[str, str]) -> bytes:

@@ -398,10 +398,9 @@ class MypyStore:
         if part == "meta":
             blob = self._blob(manifest.meta)
             data_file = name[: -len(".meta" + codec.suffix)] + ".data" + codec.suffix
+            # data_mtime is DATA_MTIME already: units are published with it.
             meta = None if blob is None else codec.patched_meta(
-                blob, data_file, path=offer.path, mtime=offer.mtime, size=offer.size,
-                data_mtime=int(DATA_MTIME),
-            )
+                blob, data_file, path=offer.path, mtime=offer.mtime, size=offer.size)
             if meta is None or offer.previous:
                 if not view.parallel_worker:
                     self.stats.missed += 1

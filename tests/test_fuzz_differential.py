@@ -206,7 +206,9 @@ def run_scenario(s: Session, mode: str, project: Project, edits: Sequence[Edit])
         if e.kind == "save":
             saved.append(current)
             continue
-        if e.kind == "swap":
+        if e.kind == "settle":
+            time.sleep(2.2)  # > metastore.source_files.RACY_SECONDS
+        elif e.kind == "swap":
             current = saved[e.a % len(saved)]
         elif e.kind == "copy":
             s.copies += 1
