@@ -9,13 +9,22 @@ resolve the third-party package), and that the oracle comparison catches differe
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 from helpers import gen, venvs
-from helpers.run import Harness, ParseError, Stats, Verbose, clean_env, tree_digest
+from helpers.run import (
+    Harness,
+    ParseError,
+    RunResult,
+    Stats,
+    Verbose,
+    clean_env,
+    tree_digest,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -66,6 +75,14 @@ def test_verbose_parser_on_real_mypy_output(stock_harness: Harness, tmp_path: Pa
         quiet.verbose  # no "Build finished" line: never counts as 0 re-checked
 
 
+def _stock_parallel_failed_by_itself(run: RunResult) -> bool:
+    """Stock mypy 1.20's parallel mode sometimes loses a worker on its own (exit 2, "Error
+    communicating with coordinator: [Errno 32] Broken pipe" on stdout; seen in tox -e mypy120
+    with no store involved). Such a run says nothing about the parser: it is run again."""
+    return (venvs.mypy_version() < (2, 0) and run.returncode == 2
+            and "Error communicating with coordinator" in run.stdout)
+
+
 def test_verbose_parser_with_parallel_workers(stock_harness: Harness, tmp_path: Path) -> None:
     """With ``-n 2`` the workers share stderr with the coordinator: a cold run still counts
     every module (three runs, since mixing lines depends on timing)."""
@@ -73,6 +90,11 @@ def test_verbose_parser_with_parallel_workers(stock_harness: Harness, tmp_path: 
     proj = _project(tmp_path / "proj")
     for i in range(3):
         cold = h.stock(proj, ["-n", "2"], cache_dir=tmp_path / f"cache{i}")
+        for retry in range(2):
+            if not _stock_parallel_failed_by_itself(cold):
+                break
+            shutil.rmtree(tmp_path / f"cache{i}", ignore_errors=True)
+            cold = h.stock(proj, ["-n", "2"], cache_dir=tmp_path / f"cache{i}")
         h.assert_exact(cold, oracle_args=[])
         v = cold.verbose
         assert v.rechecked == v.build_modules > len(PROJECT_MODULES), cold.describe()
