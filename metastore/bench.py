@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["BenchError", "Measurement", "fresh", "report", "run_bench"]
+__all__ = ["BenchError", "Measurement", "fresh", "lines_by_file", "report", "run_bench"]
 
 #: Directories never copied into the benchmark's trees: tool data at any depth, and
 #: environments and build output at the project's top only (``pkg/build/`` may be a
@@ -36,7 +36,10 @@ _SKIP_ANYWHERE = frozenset({".git", ".hg", ".svn", ".mypy_cache", ".tox", ".nox"
 _SKIP_AT_TOP = _SKIP_ANYWHERE | {".venv", "venv", "env", "build", "dist"}
 _SCHED = re.compile(r"LOG:  Scheduling SCC (?:singleton|of size (\d+)) \(")
 _STATS = re.compile(r"^mypy-metastore: .*?read_bytes=(\d+) written_bytes=(\d+)", re.M)
-# Notes mypy reports once per build; incremental mypy replays them with cached errors too.
+# Notes mypy reports once per build (``only_once=True`` in mypy/build.py and errors.py). In
+# incremental mode a module's cached errors replay such a note even when a re-checked module
+# reports it again, so stock incremental mypy prints it twice where ``--no-incremental``
+# prints it once (tests/test_fuzz_differential.py shows it without the store).
 _ONLY_ONCE_NOTE = re.compile(
     r"^[^:]+:\d+(?::\d+)?: note: (See https://|\(Skipping most remaining errors|"
     r"\(Using --follow-imports=error|Hint: |Ancestor package )")
@@ -115,18 +118,28 @@ def report(stdout: str, returncode: int) -> Report:
     summary) and the exit status. Left out: the order in which files are reported and
     only-once notes, where stock incremental mypy differs from ``--no-incremental`` by
     itself (cached modules' errors are replayed as they are loaded, with their notes)."""
+    files, rest = lines_by_file(
+        stdout, lambda name: name.endswith((".py", ".pyi", ".ini", ".toml", ".cfg")))
+    return (tuple(sorted((name, tuple(lines)) for name, lines in files.items())),
+            tuple(rest), returncode)
+
+
+def lines_by_file(stdout: str, names_a_file: Callable[[str], bool]
+                  ) -> tuple[dict[str, list[str]], list[str]]:
+    """mypy's report as ``{file: its lines in order}`` and the lines that name no file (the
+    summary), leaving out only-once notes. A line names a file when the text before its
+    first colon satisfies ``names_a_file``."""
     files: dict[str, list[str]] = {}
     rest: list[str] = []
     for line in stdout.splitlines():
         if _ONLY_ONCE_NOTE.match(line):
             continue
         name, sep, _ = line.partition(":")
-        if sep and name.endswith((".py", ".pyi", ".ini", ".toml", ".cfg")):
+        if sep and names_a_file(name):
             files.setdefault(name, []).append(line)
         else:
             rest.append(line)
-    return (tuple(sorted((name, tuple(lines)) for name, lines in files.items())),
-            tuple(rest), returncode)
+    return files, rest
 
 
 def fresh(path: str) -> str:

@@ -27,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from metastore.bench import lines_by_file
+
 DEFAULT_TIMEOUT = 180.0
 #: ``METASTORE_E2E_VIA=cache-store``: drop-in runs get ``MYPY_METASTORE_VIA=cache-store``, so
 #: the store reaches mypy through the ``--cache-store`` option of a patched mypy (patches/)
@@ -60,15 +62,6 @@ class ParseError(AssertionError):
     """Output did not have the expected shape (an AssertionError so tests fail, not error)."""
 
 
-# Notes mypy reports once per build (``only_once=True`` in mypy/build.py and errors.py). In
-# incremental mode a module's cached errors replay such a note even when a re-checked module
-# reports it again, so stock incremental mypy prints it twice where ``--no-incremental``
-# prints it once (test_stock_incremental_artefacts shows it without the store).
-_ONLY_ONCE_NOTE = re.compile(
-    r"^[^:]+:\d+(?::\d+)?: note: (See https://|\(Skipping most remaining errors|"
-    r"\(Using --follow-imports=error|Hint: |Ancestor package )")
-
-
 def by_file(stdout: str) -> tuple[dict[str, list[str]], list[str]]:
     """mypy's report as ``{file: its lines in order}`` without only-once notes, and the
     remaining lines that name no file (the summary).
@@ -78,18 +71,9 @@ def by_file(stdout: str) -> tuple[dict[str, list[str]], list[str]]:
     modules' errors are replayed as they are loaded, and ``-n`` reports files as its workers
     finish them: stock ``mypy -n 2`` on an empty cache dir printed the stress project's
     ``pkg1/broken.py`` before ``pkg0/loose.py`` in 11 of 12 runs, ``--no-incremental``
-    never), and only-once notes."""
-    files: dict[str, list[str]] = {}
-    rest: list[str] = []
-    for line in stdout.splitlines():
-        if _ONLY_ONCE_NOTE.match(line):
-            continue
-        name, sep, _ = line.partition(":")
-        if sep and (name.endswith((".py", ".pyi")) or name == "mypy.ini"):
-            files.setdefault(name, []).append(line)
-        else:
-            rest.append(line)
-    return files, rest
+    never), and only-once notes (:func:`metastore.bench.lines_by_file` lists them; its
+    :func:`metastore.bench.report` compares the same way for ``metastore bench``)."""
+    return lines_by_file(stdout, lambda name: name.endswith((".py", ".pyi")) or name == "mypy.ini")
 
 
 @dataclass(frozen=True)
