@@ -610,9 +610,6 @@ class MypyStore:
                        f"{[c[1] for c in entry[2] if c[2] is manifest]} "
                        f"mismatches {mismatches(manifest)} bad deps "
                        f"{[d for d, h in edges[id(manifest)] if interface(d) not in (None, h)]}")
-        # mypy reads every offered meta and its meta_ex/err next: fetch them in one go.
-        self._prefetch([part for manifest in choice.values()
-                        for part in (manifest.meta, manifest.ex)])
         # A unit whose blobs are gone (evicted, or a damaged store) is not offered: once
         # mypy has accepted a meta it must find the data, or it crashes.
         missing = self._missing_parts(choice)
@@ -676,8 +673,6 @@ class MypyStore:
                                          fingerprint)):
                     chosen[stem] = (manifest, path, source)
                     break
-        self._prefetch([part for manifest, _, _ in chosen.values()
-                        for part in (manifest.meta, manifest.ex)])
         # The data must be there too: if the interface did not change, mypy does not write
         # the data again, and the new unit is published with the previous unit's data.
         missing = self._missing_parts({stem: manifest for stem, (manifest, _, _)
@@ -737,8 +732,6 @@ class MypyStore:
             if self._usable(manifest, module, record.path, view, roots, fingerprint):
                 chosen[record.stem] = (record, manifest, st)
         self._locate_published(chosen)
-        self._prefetch([part for _, manifest, _ in chosen.values()
-                        for part in (manifest.meta, manifest.ex)])
         missing = self._missing_parts({stem: m for stem, (_, m, _) in chosen.items()})
         for stem, (record, manifest, st) in chosen.items():
             if stem not in missing:
@@ -823,12 +816,15 @@ class MypyStore:
         return digest(self._ns + b"\0previous\0" + stem.encode() + b"\0" + where)
 
     def _missing_parts(self, choice: Mapping[str, Manifest]) -> set[str]:
-        """Stems of ``choice`` whose meta or meta_ex/err blob is not in the blob cache (after
-        the prefetch) or whose data blob is not in the store - or is damaged: the store
-        checks digests as it reads (the top always, bases with ``verify_bases``), so the
-        prefetch drops a damaged meta or meta_ex/err and ``intact_blobs`` reads and checks
-        each data blob now, before mypy can accept the meta (it would crash on a tree it
-        cannot load). Costs one read of the data blobs per run (measured in README)."""
+        """Stems of ``choice`` whose unit cannot be offered, having fetched the metas and
+        meta_ex/err of all of them into the blob cache in one query (mypy reads them next):
+        a meta or meta_ex/err blob that is not there, or a data blob not in the store - or
+        damaged: the store checks digests as it reads (the top always, bases with
+        ``verify_bases``), so the fetch drops a damaged meta or meta_ex/err and
+        ``intact_blobs`` reads and checks each data blob now, before mypy can accept the
+        meta (it would crash on a tree it cannot load). Costs one read of the data blobs
+        per run (measured in README)."""
+        self._prefetch([part for m in choice.values() for part in (m.meta, m.ex)])
         missing = {stem for stem, m in choice.items()
                    if m.meta not in self._blob_cache or m.ex not in self._blob_cache}
         data = {m.data for stem, m in choice.items() if stem not in missing}
@@ -995,16 +991,13 @@ class MypyStore:
                 self._share_with_session()
 
     def _publish(self) -> None:
-        units = []
-        published_stems = []
-        previous = []  # each published unit becomes its module's previous unit
-        for stem in sorted(self._dirty):
-            unit = self._assemble(stem)
-            if unit is not None:
-                units.append(unit)
-                published_stems.append(stem)
-                previous.append((self._previous_key(stem, unit[4].path), time.time(),
-                                 unit[0] + bytes.fromhex(unit[1].meta)))
+        assembled = {stem: unit for stem in sorted(self._dirty)
+                     if (unit := self._assemble(stem)) is not None}
+        units = list(assembled.values())
+        now = time.time()
+        # Each published unit becomes its module's previous unit (named by key and meta).
+        previous = [(self._previous_key(stem, source.path), now, key + bytes.fromhex(m.meta))
+                    for stem, (key, m, _, _, source, _) in assembled.items()]
         self._dirty.clear()
         memo = self._sources.pending()
         snapshot = self._snapshot_slot() if self._final else []
@@ -1030,7 +1023,7 @@ class MypyStore:
             self._publishing = False
             return
         self.stats.published += len(units)
-        for stem, (key, manifest, _, _, source, path) in zip(published_stems, units):
+        for stem, (key, manifest, _, _, source, path) in assembled.items():
             self._published_units[stem] = (key, manifest, source, path)
         self.stats.written_bytes += written
         self._counter_deltas.clear()
