@@ -248,6 +248,7 @@ class MypyStore:
         # at the end of the build if it changed.
         self._snapshot_tried = False
         self._snapshot_read: bytes | None = None
+        self._snapshot_key_memo: bytes | None = None
         self._snapshot_stems: set[str] = set()  # every stem the snapshot read holds
         self._from_snapshot: set[str] = set()  # stems offered from it
         self._snapshot_resolved = False  # entries of units it named by key were looked up
@@ -686,13 +687,17 @@ class MypyStore:
 
     def _snapshot_key(self, view: MypyView) -> bytes:
         """One snapshot per namespace, roots (current directory included), command-line
-        sources, parallel mode and store layers."""
+        sources, parallel mode and store layers (computed once per build: it is read at the
+        first offer and written at the end)."""
+        if self._snapshot_key_memo is not None:
+            return self._snapshot_key_memo
         sources = sorted(view.source_modules().items())
         parts = [self._ns, view.roots().fingerprint().encode(), b"1" if view.has_workers else b"0",
                  self.store_path.encode("utf-8", "surrogateescape"),
                  json.dumps([sources, list(getattr(self.backend, "base_paths", ()))]).encode(
                      "utf-8", "surrogateescape")]
-        return digest(b"\0snapshot\0" + b"\0".join(parts))
+        self._snapshot_key_memo = digest(b"\0snapshot\0" + b"\0".join(parts))
+        return self._snapshot_key_memo
 
     def _offer_from_snapshot(self, view: MypyView) -> None:
         """Offer, for every module of the last run's snapshot that is unchanged, the unit
