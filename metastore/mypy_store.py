@@ -54,6 +54,8 @@ _UNIT_NAME = re.compile(
 #: How often a coordinator (or serial) process publishes while mypy runs (see commit()).
 PUBLISH_INTERVAL_S = 1.0
 _IGNORED_OPTIONS = ("local_partial_types", "is_parallel", "debug_cache")
+#: A run snapshot's signature for a file whose stat was too recent to be trusted.
+_UNTRUSTED_SIGNATURE = (-1, -1, -1, -1)
 
 
 if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker needs them.
@@ -187,6 +189,7 @@ class Offer(NamedTuple):
     #: The last unit published for the module, offered for an edited file only so that
     #: mypy learns the old interface hash (see :meth:`MypyStore._offer_previous`).
     previous: bool = False
+    key: bytes = b""  # the unit's key, where known
 
 
 def options_key(options: dict[str, object]) -> str:
@@ -248,8 +251,9 @@ class MypyStore:
         # at the end of the build if it changed.
         self._snapshot_tried = False
         self._snapshot_read: bytes | None = None
-        self._snapshot_key_memo: bytes | None = None
+        self._snapshot_keys_memo: tuple[bytes, bytes] | None = None
         self._snapshot_stems: set[str] = set()  # every stem the snapshot read holds
+        self._snapshot_untrusted = False  # it holds records whose stat cannot be trusted
         self._from_snapshot: set[str] = set()  # stems offered from it
         self._snapshot_resolved = False  # entries of units it named by key were looked up
         # stem -> (unit key, manifest, source file, path mypy used) of units published
@@ -621,7 +625,7 @@ class MypyStore:
                 path, source, candidates = entry
                 layer, seq = next((c[0], c[1]) for c in candidates if c[2] is choice[stem])
                 self._offers[stem] = Offer(stem, path, choice[stem], source.mtime, source.size,
-                                           layer, seq)
+                                           layer, seq, key=self._unit_key(stem, source.key))
         edited = {stem: entry for stem, entry in found.items()
                   if entry is not None and self._offers.get(stem) is None}
         if edited:
@@ -685,19 +689,30 @@ class MypyStore:
 
     # -- the run snapshot ------------------------------------------------------------------
 
-    def _snapshot_key(self, view: MypyView) -> bytes:
-        """One snapshot per namespace, roots (current directory included), command-line
-        sources, parallel mode and store layers (computed once per build: it is read at the
-        first offer and written at the end)."""
-        if self._snapshot_key_memo is not None:
-            return self._snapshot_key_memo
-        sources = sorted(view.source_modules().items())
-        parts = [self._ns, view.roots().fingerprint().encode(), b"1" if view.has_workers else b"0",
-                 self.store_path.encode("utf-8", "surrogateescape"),
-                 json.dumps([sources, list(getattr(self.backend, "base_paths", ()))]).encode(
-                     "utf-8", "surrogateescape")]
-        self._snapshot_key_memo = digest(b"\0snapshot\0" + b"\0".join(parts))
-        return self._snapshot_key_memo
+    def _snapshot_keys(self, view: MypyView) -> tuple[bytes, bytes]:
+        """The slots of the run snapshot (computed once per build: it is read at the first
+        offer and written at the end): this checkout's, for the namespace, roots (current
+        directory included), command-line sources, parallel mode and store layers; and the
+        portable one, for the namespace, sources and parallel mode only - the last snapshot
+        written by any checkout or store the slot came from (an exported base)."""
+        if self._snapshot_keys_memo is not None:
+            return self._snapshot_keys_memo
+        roots, cwd = view.roots(), os.getcwd()
+        sources = sorted((module, roots.tokenize(os.path.normpath(os.path.join(cwd, path))))
+                         for module, path in view.source_modules().items())
+        common = [self._ns, b"1" if view.has_workers else b"0",
+                  json.dumps(sources).encode("utf-8", "surrogateescape")]
+        here = [roots.fingerprint().encode(), self._layers_identity().encode(
+            "utf-8", "surrogateescape")]
+        if _DEBUG:
+            _debug(f"snapshot keys: {common!r}")
+        self._snapshot_keys_memo = (digest(b"\0snapshot\0" + b"\0".join(common + here)),
+                                    digest(b"\0portable-snapshot\0" + b"\0".join(common)))
+        return self._snapshot_keys_memo
+
+    def _layers_identity(self) -> str:
+        """What the (layer, seq) of an entry refer to: this store's layers, in order."""
+        return json.dumps([self.store_path, *getattr(self.backend, "base_paths", ())])
 
     def _offer_from_snapshot(self, view: MypyView) -> None:
         """Offer, for every module of the last run's snapshot that is unchanged, the unit
@@ -705,54 +720,90 @@ class MypyStore:
         :meth:`_select_closure`. Coordinator (or serial) processes only."""
         if self.backend is None or view.parallel_worker:
             return
+        here, portable = self._snapshot_keys(view)
         try:
-            slot = self.backend.get_slot(self._snapshot_key(view))
+            slots = self.backend.get_slots([here, portable])
         except StoreError as e:
             self._problem(str(e))
             return
+        slot = slots.get(here) or slots.get(portable)
         if slot is None:
             return
-        records = run_snapshot.decode(slot[1])
-        if records is None:
+        snapshot = run_snapshot.decode(slot[1])
+        if snapshot is None:
             return
-        self._snapshot_read = slot[1]
-        self._snapshot_stems = {record.stem for record in records}
+        # Rewritten at the end unless it is this checkout's and nothing changed.
+        self._snapshot_read = slot[1] if here in slots else None
+        self._snapshot_stems = {record.stem for record in snapshot.records}
+        self._snapshot_untrusted = any(record.signature == _UNTRUSTED_SIGNATURE
+                                       for record in snapshot.records)
         roots = view.roots()
         fingerprint = roots.fingerprint()
+        current = {**roots.paths_by_name(), ".": os.getcwd()}
+        same_layers = snapshot.layers == self._layers_identity()
         chosen: dict[str, tuple[run_snapshot.Record, Manifest, os.stat_result]] = {}
-        for record in records:
+        unproven: dict[str, tuple[str, run_snapshot.Record]] = {}  # stem -> (path, record)
+        for record in snapshot.records:
             module = module_id(record.stem)
-            if (record.stem in self._offers or stem_for(module, record.path) != record.stem
-                    or self._module_path(module, view) != record.path):
-                continue
-            try:
-                st = os.stat(view.source_file(record.path))
-            except OSError:
-                continue
-            if signature(st) != record.signature:
+            path = roots.resolve(record.path)
+            if (path is None or record.stem in self._offers
+                    or stem_for(module, path) != record.stem
+                    or self._module_path(module, view) != path):
                 continue
             token, bound, meta, data, ex, ex_part, interface_hash, options, lp, par = record.unit
             manifest = Manifest(token, bound, meta, data, ex, ex_part, interface_hash, (),
                                 options, lp, par)
-            if self._usable(manifest, module, record.path, view, roots, fingerprint):
+            if not self._usable(manifest, module, path, view, roots, fingerprint):
+                continue
+            if not same_layers:
+                record = record._replace(layer=-1, seq=-1)
+            root = roots.root_name(record.path)
+            if root is None and not os.path.isabs(record.path):
+                root = "."
+            if root is not None and snapshot.roots.get(root) != current.get(root):
+                unproven[record.stem] = (path, record)  # another file: compare contents
+                continue
+            try:
+                st = os.stat(view.source_file(path))
+            except OSError:
+                continue
+            if signature(st) == record.signature:
                 chosen[record.stem] = (record, manifest, st)
-        self._locate_published(chosen)
+            else:
+                unproven[record.stem] = (path, record)
+        if unproven:
+            files = {stem: view.source_file(path) for stem, (path, _) in unproven.items()}
+            sources = self._sources.get(list(files.values()))
+            for stem, (path, record) in unproven.items():
+                source = sources[files[stem]]
+                if source is not None and self._unit_key(stem, source.key).hex() == record.key:
+                    token, bound, meta, data, ex, ex_part, interface_hash, options, lp, par = (
+                        record.unit)
+                    chosen[stem] = (record, Manifest(token, bound, meta, data, ex, ex_part,
+                                                     interface_hash, (), options, lp, par),
+                                    source.stat)
+        self._locate_unknown(chosen)
         missing = self._missing_parts({stem: m for stem, (_, m, _) in chosen.items()})
         for stem, (record, manifest, st) in chosen.items():
             if stem not in missing:
-                self._stats_seen[record.path] = st
-                self._offers[stem] = Offer(stem, record.path, manifest, int(st.st_mtime),
-                                           st.st_size, record.layer, record.seq)
+                path = self._paths[module_id(stem)]
+                self._stats_seen[path] = st
+                self._offers[stem] = Offer(stem, path, manifest, int(st.st_mtime),
+                                           st.st_size, record.layer, record.seq,
+                                           key=bytes.fromhex(record.key))
                 self._from_snapshot.add(stem)
         if _DEBUG:
-            _debug(f"snapshot: {len(records)} records, {len(chosen) - len(missing)} offered")
+            _debug(f"snapshot ({'here' if here in slots else 'portable'}): "
+                   f"{len(snapshot.records)} records, {len(unproven)} compared by content, "
+                   f"{len(chosen) - len(missing)} offered")
 
-    def _locate_published(
+    def _locate_unknown(
         self, chosen: dict[str, tuple[run_snapshot.Record, Manifest, os.stat_result]]
     ) -> None:
-        """Give the snapshot's units published by the recording run (named by key) the
-        layer and seq of their entry - one lookup; a unit whose entry is gone is dropped
-        from ``chosen``. The snapshot is then rewritten with them."""
+        """Give the snapshot's units whose entry is not known (published by the recording
+        run, or recorded in other layers) the layer and seq of their entry - one lookup; a
+        unit whose entry is gone is dropped from ``chosen``. The snapshot is then
+        rewritten with them."""
         named = {stem: bytes.fromhex(record.key) for stem, (record, _, _) in chosen.items()
                  if record.layer < 0}
         if not named or self.backend is None:
@@ -773,17 +824,21 @@ class MypyStore:
                     break
 
     def _snapshot_slot(self) -> list[tuple[bytes, float, bytes]]:
-        """The run snapshot to write at the end of the build ([] if unchanged or empty):
-        for each module mypy asked for, the unit it was offered from the store or the unit
-        published for it in this run, if its file's stat is old enough to be trusted (see
-        metastore.source_files)."""
+        """The run snapshot to write at the end of the build, in both its slots ([] if
+        unchanged or empty): for each module mypy asked for, the unit it was offered from
+        the store or the unit published for it in this run, with its file's stat signature
+        if that is old enough to be trusted (see metastore.source_files), else with one no
+        file has (the record is then proven by content)."""
         view = self._view
         if view is None or view.parallel_worker:
             return []
-        if (self._from_snapshot == self._snapshot_stems and self._asked <= self._from_snapshot
+        if (self._snapshot_read is not None and not self._snapshot_untrusted
+                and self._from_snapshot == self._snapshot_stems
+                and self._asked <= self._from_snapshot
                 and not self._published_seq and not self._snapshot_resolved):
             return []  # every module came from the snapshot and nothing was re-checked
         now = time.time()
+        roots = view.roots()
         records = []
         for stem in self._asked:
             published = self._published_units.get(stem)
@@ -791,26 +846,29 @@ class MypyStore:
             st: os.stat_result | None
             if published is not None:
                 key, m, source, path = published
-                layer, seq, st, hex_key = -1, -1, source.stat, key.hex()
+                layer, seq, st = -1, -1, source.stat
             elif (offer is not None and not offer.previous and offer.layer >= 0
-                    and stem not in self._published_seq):
-                m, path, layer, seq = offer.manifest, offer.path, offer.layer, offer.seq
-                hex_key = ""
+                    and offer.key and stem not in self._published_seq):
+                m, path, layer, seq, key = (offer.manifest, offer.path, offer.layer, offer.seq,
+                                            offer.key)
                 known = self._sources.known(view.source_file(path))
                 st = known.stat if known is not None else self._stats_seen.get(path)
             else:
                 continue
-            if st is None or not old_enough(st, now):
-                continue
+            # A file changed within the timestamp granularity could keep its signature: its
+            # record can only be proven by content (as in another checkout).
+            trusted = st is not None and old_enough(st, now)
             records.append(run_snapshot.Record(
-                stem, path, signature(st), layer, seq, hex_key,
+                stem, roots.tokenize(path), signature(st) if st is not None and trusted
+                else _UNTRUSTED_SIGNATURE, layer, seq, key.hex(),
                 (m.path, m.bound, m.meta, m.data, m.ex, m.ex_part, m.interface_hash, m.options,
                  m.local_partial_types, m.is_parallel)))
-        data = run_snapshot.encode(records)
+        data = run_snapshot.encode({**roots.paths_by_name(), ".": os.getcwd()},
+                                   self._layers_identity(), records)
         if not records or data == self._snapshot_read:
             return []
         self._snapshot_read = data
-        return [(self._snapshot_key(view), now, data)]
+        return [(key, now, data) for key in self._snapshot_keys(view)]
 
     def _previous_key(self, stem: str, path: str) -> bytes:
         """The slot holding the last unit published for ``stem`` from the file at ``path``
@@ -1005,6 +1063,9 @@ class MypyStore:
                     for stem, (key, m, _, _, source, _) in assembled.items()]
         self._dirty.clear()
         memo = self._sources.pending()
+        # The snapshot, written in the same transaction, records these units too.
+        for stem, (key, manifest, _, _, source, path) in assembled.items():
+            self._published_units[stem] = (key, manifest, source, path)
         snapshot = self._snapshot_slot() if self._final else []
         if (not units and not self._unpublished_slots and not self._counter_deltas
                 and not memo and not self._used and not snapshot):
@@ -1028,8 +1089,6 @@ class MypyStore:
             self._publishing = False
             return
         self.stats.published += len(units)
-        for stem, (key, manifest, _, _, source, path) in assembled.items():
-            self._published_units[stem] = (key, manifest, source, path)
         self.stats.written_bytes += written
         self._counter_deltas.clear()
         self._unpublished_slots.clear()

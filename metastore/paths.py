@@ -99,6 +99,17 @@ class Roots:
         return root.path + os.sep + rest
 
     @staticmethod
+    def root_name(stored: str) -> str | None:
+        """The name of the root a stored path is tokenised under; None if it is not a token."""
+        if not stored.startswith(_MARK):
+            return None
+        return stored[1:].partition(_MARK)[0]
+
+    def paths_by_name(self) -> dict[str, str]:
+        """{root name: absolute path} of this run's roots."""
+        return {r.name: r.path for r in self._roots}
+
+    @staticmethod
     def may_hold_tokens(blob: bytes) -> bool:
         """False if ``blob`` (an encoded entry) certainly holds no tokenised path, so that
         resolving its paths would change nothing; True if it might."""

@@ -3,13 +3,16 @@
 Choosing a unit for a module costs, per module: a source-key memo lookup, a unit lookup,
 decoding each candidate's manifest and resolving its dependencies. On a warm run of an
 unchanged tree the outcome is the previous run's. A run snapshot records that outcome: per
-module the path mypy used, the file's stat signature and the chosen unit (its manifest
-without the dependency list, and where it was found). The next run with the same
-namespace, roots, sources and layers takes each module whose file still has that
-signature (so, by the racy rule of :mod:`metastore.source_files`, the same content and
-hence the same unit key), whose path mypy still resolves the same and whose options are
-the same; every other module goes through the normal selection. mypy validates every
-offered meta as always.
+module the path mypy used (tokenised, see :mod:`metastore.paths`), the file's stat
+signature, the chosen unit's key and manifest (without the dependency list) and where the
+unit was found. The next run with the same namespace and sources takes each module whose
+path mypy still resolves the same, whose options are the same and whose file still has
+the recorded content: known from the stat signature when the file is the very file that
+was recorded (same root directory; by the racy rule of :mod:`metastore.source_files` the
+same signature means the same content), else by comparing the file's content key with the
+unit's key - so a snapshot also serves another checkout of the same tree, or a store
+exported from one. Every other module goes through the normal selection. mypy validates
+every offered meta as always.
 
 Knows nothing of mypy or SQLite: records in, bytes out.
 """
@@ -17,7 +20,7 @@ Knows nothing of mypy or SQLite: records in, bytes out.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import NamedTuple
 
 
@@ -25,28 +28,41 @@ class Record(NamedTuple):
     """One module's unit as chosen in a run."""
 
     stem: str
-    path: str  # the path mypy used
-    signature: tuple[int, int, int, int]  # size, mtime_ns, ino, ctime_ns when keyed
-    layer: int  # where the unit's entry is; -1 for a unit published by the recording run,
-    seq: int    # whose entry the next run looks up by ``key``
-    key: str  # the unit's key (hex) when layer is -1, else ""
+    path: str  # the path mypy used, tokenised
+    signature: tuple[int, int, int, int]  # size, mtime_ns, ino, ctime_ns when recorded
+    layer: int  # where the unit's entry is (in the recording run's layers); -1 unknown:
+    seq: int    # the next run looks the entry up by ``key``
+    key: str  # the unit's key (hex)
     #: The unit's manifest fields but its dependencies, in :class:`Manifest` order:
     #: (path token, bound, meta, data, ex, ex_part, interface hash, options,
     #: local_partial_types, is_parallel).
     unit: tuple[str, str, str, str, str, str, str, str, bool, bool]
 
 
-def encode(records: Iterable[Record]) -> bytes:
-    """Deterministic bytes for ``records`` (sorted by stem)."""
+class Snapshot(NamedTuple):
+    """A run's records with what they were recorded against."""
+
+    roots: dict[str, str]  # root name -> its absolute path in the recording run
+    layers: str  # identity of the store layers that ``Record.layer``/``seq`` refer to
+    records: list[Record]
+
+
+def encode(roots: Mapping[str, str], layers: str, records: Iterable[Record]) -> bytes:
+    """Deterministic bytes for a snapshot (records sorted by stem)."""
     rows = [[r.stem, r.path, list(r.signature), r.layer, r.seq, r.key, list(r.unit)]
             for r in sorted(records)]
-    return json.dumps(rows, separators=(",", ":")).encode()
+    return json.dumps({"roots": dict(sorted(roots.items())), "layers": layers,
+                       "records": rows}, separators=(",", ":")).encode()
 
 
-def decode(data: bytes) -> list[Record] | None:
-    """The records in ``data``; None if it is not a snapshot (any malformed row)."""
+def decode(data: bytes) -> Snapshot | None:
+    """The snapshot in ``data``; None if it is not one (any malformed part)."""
     try:
-        rows = json.loads(data)
+        raw = json.loads(data)
+        roots, layers, rows = raw["roots"], raw["layers"], raw["records"]
+        if not (type(layers) is str and type(roots) is dict
+                and all(type(v) is str for v in roots.values())):
+            return None
         records = []
         for stem, path, signature, layer, seq, key, unit in rows:
             size, mtime_ns, ino, ctime_ns = signature
@@ -62,6 +78,6 @@ def decode(data: bytes) -> list[Record] | None:
             records.append(Record(stem, path, (size, mtime_ns, ino, ctime_ns), layer, seq, key,
                                   (token, bound, meta, data_digest, ex, ex_part,
                                    interface_hash, options, lp, par)))
-        return records
-    except (ValueError, TypeError):
+        return Snapshot(roots, layers, records)
+    except (ValueError, TypeError, KeyError):
         return None

@@ -8,6 +8,8 @@ re-checked (from ``mypy -v``) as claimed.
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import time
 from pathlib import Path
 
@@ -191,10 +193,23 @@ def test_edited_module_gets_its_previous_meta_like_stock(harness: Harness, tmp_p
         h.check(h.dropin(proj, cache_dir=h.fresh_cache_dir()), warm=True)
 
 
+def _snapshot_lines(log: Path) -> list[tuple[str, int, int, int]]:
+    """Per run that found a run snapshot (the developer log): which slot it came from
+    ("here" or "portable"), its records, how many were compared by content, how many
+    units were offered from it."""
+    found = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        match = re.search(r" snapshot \((\w+)\): (\d+) records, (\d+) compared by content, "
+                          r"(\d+) offered", line)
+        if match:
+            kind, records, compared, offered = match.groups()
+            found.append((kind, int(records), int(compared), int(offered)))
+    return found
+
+
 def _snapshot_offers(log: Path) -> list[int]:
     """How many units each run offered from the run snapshot (the developer log)."""
-    lines = log.read_text().splitlines() if log.exists() else []
-    return [int(line.split()[-2]) for line in lines if " snapshot: " in line]
+    return [offered for _, _, _, offered in _snapshot_lines(log)]
 
 
 def test_run_snapshot_offers_only_files_whose_stat_is_unchanged(harness: Harness,
@@ -228,6 +243,41 @@ def test_run_snapshot_offers_only_files_whose_stat_is_unchanged(harness: Harness
     v, s = h.check(h.dropin(proj, env=env, cache_dir=h.fresh_cache_dir()))
     assert gen.module_name(gen.leaf_path(SPEC)) in v.rechecked_modules, v.rechecked_modules
     assert _snapshot_offers(log)[-1] == second - 1
+
+
+def test_a_copy_of_the_tree_takes_the_snapshot_by_content(harness: Harness,
+                                                          tmp_path: Path) -> None:
+    """A checkout at another path (other inodes, fresh mtimes) has no snapshot of its own:
+    it takes the last one written by any checkout (the portable slot), proving each record
+    by the content key of its file there - so a file that differs in the copy is not taken
+    from it, even one recorded in the same run as a file whose stat was too recent to be
+    trusted. The copy then has its own snapshot."""
+    h = harness
+    proj = tmp_path / "proj"
+    files = gen.generate(SPEC)
+    gen.write_tree(proj, files)
+    log = tmp_path / "debug.log"
+    env = {"MYPY_METASTORE_DEBUG_LOG": str(log)}
+    h.check(h.dropin(proj, env=env))  # its files are too recent for their stat to be trusted
+
+    same = tmp_path / "same"
+    shutil.copytree(proj, same)
+    h.check(h.dropin(same, env=env, cache_dir=h.fresh_cache_dir()), warm=True)
+    kind, records, compared, offered = _snapshot_lines(log)[-1]
+    assert kind == "portable" and records > 40 and offered == records, _snapshot_lines(log)
+    modules = [p for p in files if p.startswith("pkg") and p.endswith((".py", ".pyi"))]
+    assert compared >= len(modules), "project files are another checkout's: compared"
+    h.check(h.dropin(same, env=env, cache_dir=h.fresh_cache_dir()), warm=True)
+    assert _snapshot_lines(log)[-1][0] == "here"
+
+    edited = tmp_path / "edited"
+    shutil.copytree(proj, edited)
+    leaf = gen.leaf_path(SPEC)
+    (edited / leaf).write_text(gen.edit_leaf(files, SPEC, 1)[leaf])
+    v, _ = h.check(h.dropin(edited, env=env, cache_dir=h.fresh_cache_dir()))
+    assert gen.module_name(leaf) in v.rechecked_modules, v.rechecked_modules
+    kind, records, compared, offered = _snapshot_lines(log)[-1]
+    assert kind == "portable" and offered == records - 1, _snapshot_lines(log)
 
 
 def test_shadow_file_is_the_source_of_its_module(harness: Harness, tmp_path: Path) -> None:

@@ -6,18 +6,20 @@ import json
 
 import pytest
 
-from metastore.run_snapshot import Record, decode, encode
+from metastore.run_snapshot import Record, Snapshot, decode, encode
 
 UNIT = ("pkg/a.py", "", "aa" * 32, "bb" * 32, "cc" * 32, "meta_ex", "dd" * 20, "{}", True,
         False)
 
 
 def test_round_trip_is_deterministic() -> None:
-    records = [Record("pkg/b", "pkg/b.py", (10, 2, 3, 4), 0, 7, "", UNIT),
+    records = [Record("pkg/b", "pkg/b.py", (10, 2, 3, 4), 0, 7, "cd" * 32, UNIT),
                Record("pkg/a", "pkg/a.py", (11, 5, 6, 7), -1, -1, "ab" * 32, UNIT)]
-    data = encode(records)
-    assert data == encode(list(reversed(records)))
-    assert decode(data) == sorted(records)
+    roots = {"cwd": "/src", ".": "/src", "typeshed_path0": "/venv/typeshed"}
+    data = encode(roots, '["/store.db"]', records)
+    assert data == encode(dict(reversed(roots.items())), '["/store.db"]',
+                          list(reversed(records)))
+    assert decode(data) == Snapshot(roots, '["/store.db"]', sorted(records))
 
 
 @pytest.mark.parametrize("row", [
@@ -31,10 +33,25 @@ def test_round_trip_is_deterministic() -> None:
 ])
 def test_a_malformed_row_rejects_the_snapshot(row: list[object]) -> None:
     good = ["pkg/b", "pkg/b.py", [1, 2, 3, 4], 0, 1, "", list(UNIT)]
-    assert decode(json.dumps([good]).encode()) is not None
-    assert decode(json.dumps([good, row]).encode()) is None
+
+    def snapshot(*rows: list[object]) -> bytes:
+        return json.dumps({"roots": {"cwd": "/src"}, "layers": "[]",
+                           "records": list(rows)}).encode()
+    assert decode(snapshot(good)) is not None
+    assert decode(snapshot(good, row)) is None
+
+
+@pytest.mark.parametrize("header", [
+    {"roots": {"cwd": 5}, "layers": "[]"},  # a root path not a string
+    {"roots": ["/src"], "layers": "[]"},  # roots not a mapping
+    {"roots": {}, "layers": 1},  # layers not a string
+    {"layers": "[]"},  # no roots
+])
+def test_a_malformed_header_rejects_the_snapshot(header: dict[str, object]) -> None:
+    assert decode(json.dumps({**header, "records": []}).encode()) is None
 
 
 def test_garbage_is_not_a_snapshot() -> None:
     assert decode(b"\x00\xff not json") is None
     assert decode(b'[1, 2]') is None
+    assert decode(b'[]') is None  # the format before snapshots had a header
