@@ -254,6 +254,10 @@ class MypyStore:
         self._snapshot_keys_memo: tuple[bytes, bytes] | None = None
         self._snapshot_stems: set[str] = set()  # every stem the snapshot read holds
         self._snapshot_untrusted = False  # it holds records whose stat cannot be trusted
+        # stem -> (path, manifest) of the units this checkout's last run had, for modules
+        # mypy resolves the same: each is that module's previous unit (see _offer_previous).
+        self._last_run: dict[str, tuple[str, Manifest]] = {}
+        self._snapshot_deps: dict[str, tuple[str, ...]] = {}  # stem -> its record's deps
         self._from_snapshot: set[str] = set()  # stems offered from it
         self._snapshot_resolved = False  # entries of units it named by key were looked up
         # stem -> (unit key, manifest, source file, path mypy used) of units published
@@ -558,6 +562,13 @@ class MypyStore:
                         (dep_stem, recorded) for dep, recorded in manifest.deps
                         if (dep_stem := self._stem_of(dep, view)) is not None]
                     frontier.extend(dep_stem for dep_stem, _ in resolved)
+        # Modules with no unit for their source (edited files) get their previous unit
+        # first: mypy keeps its interface hash, so their dependents' candidates are judged
+        # against it (after an edit that keeps the interface they stay fresh).
+        edited = {stem: entry for stem, entry in found.items()
+                  if entry is not None and not entry[2]}
+        if edited:
+            self._offer_previous(edited, view)
         ambiguous = any(entry is not None and len(entry[2]) > 1 for entry in found.values())
         if ambiguous:
             self._prune_inconsistent(found, edges)
@@ -619,6 +630,8 @@ class MypyStore:
         # mypy has accepted a meta it must find the data, or it crashes.
         missing = self._missing_parts(choice)
         for stem, entry in found.items():
+            if stem in edited and self._offers.get(stem) is not None:
+                continue  # its previous unit
             if entry is None or stem not in choice or stem in missing:
                 self._offers[stem] = None
             else:
@@ -626,15 +639,16 @@ class MypyStore:
                 layer, seq = next((c[0], c[1]) for c in candidates if c[2] is choice[stem])
                 self._offers[stem] = Offer(stem, path, choice[stem], source.mtime, source.size,
                                            layer, seq, key=self._unit_key(stem, source.key))
-        edited = {stem: entry for stem, entry in found.items()
-                  if entry is not None and self._offers.get(stem) is None}
-        if edited:
-            self._offer_previous(edited, view)
+        gone = {stem: entry for stem, entry in found.items()
+                if entry is not None and stem in missing}
+        if gone:
+            self._offer_previous(gone, view)
 
     def _offer_previous(self, edited: Mapping[str, _Found], view: MypyView) -> None:
         """Offer each module in ``edited`` (no unit for its current source: typically an
-        edited file) the last unit published for it, if it is usable here, patched with a
-        size that cannot match the file.
+        edited file) its previous unit, patched with a size that cannot match the file: the
+        unit this checkout's last run had for it (from the run snapshot, whether offered
+        or published then), else the last unit published from that file, if usable here.
 
         That is what stock mypy sees after an edit: it loads the old meta (keeping its
         interface hash), abandons it because the file's size differs, re-checks the module,
@@ -646,12 +660,15 @@ class MypyStore:
         """
         if self.backend is None or not view.abandons_metas_of_changed_files:
             return
+        chosen: dict[str, tuple[Manifest, str, SourceFile]] = {}
+        for stem, entry in edited.items():
+            last = self._last_run.get(stem)
+            if entry is not None and last is not None and last[0] == entry[0]:
+                chosen[stem] = (last[1], entry[0], entry[1])
         keys = {self._previous_key(stem, entry[1].path): stem for stem, entry in edited.items()
-                if entry is not None and not entry[1].is_dir}
-        if not keys:
-            return
+                if entry is not None and not entry[1].is_dir and stem not in chosen}
         try:
-            slots = self.backend.get_slots(list(keys))
+            slots = self.backend.get_slots(list(keys)) if keys else {}
         except StoreError as e:
             self._problem(str(e))
             return
@@ -660,13 +677,13 @@ class MypyStore:
         wanted = {keys[slot]: (value[:32], value[32:].hex()) for slot, (_, value)
                   in slots.items() if len(value) == 64}
         try:
-            found = self.backend.lookup(list({key for key, _ in wanted.values()}))
+            found = self.backend.lookup(list({key for key, _ in wanted.values()})) if wanted \
+                else {}
         except StoreError as e:
             self._problem(str(e))
             return
         roots = view.roots()
         fingerprint = roots.fingerprint()
-        chosen: dict[str, tuple[Manifest, str, SourceFile]] = {}
         for stem, (key, meta) in wanted.items():
             entry = edited[stem]
             assert entry is not None
@@ -735,6 +752,7 @@ class MypyStore:
         # Rewritten at the end unless it is this checkout's and nothing changed.
         self._snapshot_read = slot[1] if here in slots else None
         self._snapshot_stems = {record.stem for record in snapshot.records}
+        self._snapshot_deps = {record.stem: record.deps for record in snapshot.records}
         self._snapshot_untrusted = any(record.signature == _UNTRUSTED_SIGNATURE
                                        for record in snapshot.records)
         roots = view.roots()
@@ -755,6 +773,8 @@ class MypyStore:
                                 options, lp, par)
             if not self._usable(manifest, module, path, view, roots, fingerprint):
                 continue
+            if here in slots:
+                self._last_run[record.stem] = (path, manifest)
             if not same_layers:
                 record = record._replace(layer=-1, seq=-1)
             root = roots.root_name(record.path)
@@ -784,6 +804,19 @@ class MypyStore:
                                     source.stat)
         self._locate_unknown(chosen)
         missing = self._missing_parts({stem: m for stem, (_, m, _) in chosen.items()})
+        # A unit recorded against a dependency whose file changed is chosen anew, against
+        # the dependency's new unit (mypy would re-check it otherwise).
+        dependents: dict[str, list[str]] = {}
+        for record in snapshot.records:
+            for dep in record.deps:
+                dependents.setdefault(dep, []).append(record.stem)
+        changed = [stem for stem in self._snapshot_stems if stem not in chosen or stem in missing]
+        while changed:
+            stem = changed.pop()
+            for dependent in dependents.pop(stem, ()):
+                if dependent in chosen and dependent not in missing:
+                    missing.add(dependent)
+                    changed.append(dependent)
         for stem, (record, manifest, st) in chosen.items():
             if stem not in missing:
                 path = self._paths[module_id(stem)]
@@ -855,6 +888,11 @@ class MypyStore:
                 st = known.stat if known is not None else self._stats_seen.get(path)
             else:
                 continue
+            if stem in self._from_snapshot and published is None:
+                deps = self._snapshot_deps.get(stem, ())
+            else:
+                deps = tuple(dep_stem for dep, _ in m.deps
+                             if (dep_stem := self._stem_of(dep, view)) is not None)
             # A file changed within the timestamp granularity could keep its signature: its
             # record can only be proven by content (as in another checkout).
             trusted = st is not None and old_enough(st, now)
@@ -862,7 +900,7 @@ class MypyStore:
                 stem, roots.tokenize(path), signature(st) if st is not None and trusted
                 else _UNTRUSTED_SIGNATURE, layer, seq, key.hex(),
                 (m.path, m.bound, m.meta, m.data, m.ex, m.ex_part, m.interface_hash, m.options,
-                 m.local_partial_types, m.is_parallel)))
+                 m.local_partial_types, m.is_parallel), deps))
         data = run_snapshot.encode({**roots.paths_by_name(), ".": os.getcwd()},
                                    self._layers_identity(), records)
         if not records or data == self._snapshot_read:

@@ -37,6 +37,10 @@ class Record(NamedTuple):
     #: (path token, bound, meta, data, ex, ex_part, interface hash, options,
     #: local_partial_types, is_parallel).
     unit: tuple[str, str, str, str, str, str, str, str, bool, bool]
+    #: The stems of the unit's dependencies among the snapshot's records: a record whose
+    #: dependency is not taken (its file changed) is not taken either, so that its unit is
+    #: chosen against the dependency's new unit.
+    deps: tuple[str, ...] = ()
 
 
 class Snapshot(NamedTuple):
@@ -48,9 +52,13 @@ class Snapshot(NamedTuple):
 
 
 def encode(roots: Mapping[str, str], layers: str, records: Iterable[Record]) -> bytes:
-    """Deterministic bytes for a snapshot (records sorted by stem)."""
-    rows = [[r.stem, r.path, list(r.signature), r.layer, r.seq, r.key, list(r.unit)]
-            for r in sorted(records)]
+    """Deterministic bytes for a snapshot (records sorted by stem; dependencies as indices
+    into them, those that are not records left out)."""
+    ordered = sorted(records)
+    index = {r.stem: i for i, r in enumerate(ordered)}
+    rows = [[r.stem, r.path, list(r.signature), r.layer, r.seq, r.key, list(r.unit),
+             sorted({index[d] for d in r.deps if d in index})]
+            for r in ordered]
     return json.dumps({"roots": dict(sorted(roots.items())), "layers": layers,
                        "records": rows}, separators=(",", ":")).encode()
 
@@ -63,8 +71,8 @@ def decode(data: bytes) -> Snapshot | None:
         if not (type(layers) is str and type(roots) is dict
                 and all(type(v) is str for v in roots.values())):
             return None
-        records = []
-        for stem, path, signature, layer, seq, key, unit in rows:
+        records: list[tuple[Record, list[int]]] = []
+        for stem, path, signature, layer, seq, key, unit, deps in rows:
             size, mtime_ns, ino, ctime_ns = signature
             (token, bound, meta, data_digest, ex, ex_part, interface_hash, options, lp,
              par) = unit
@@ -73,11 +81,15 @@ def decode(data: bytes) -> Snapshot | None:
                     is type(data_digest) is type(ex) is type(ex_part) is type(interface_hash)
                     is type(options) is str
                     and type(layer) is type(seq) is type(size) is type(mtime_ns) is type(ino)
-                    is type(ctime_ns) is int and type(lp) is type(par) is bool):
+                    is type(ctime_ns) is int and type(lp) is type(par) is bool
+                    and type(deps) is list
+                    and all(type(d) is int and 0 <= d < len(rows) for d in deps)):
                 return None
-            records.append(Record(stem, path, (size, mtime_ns, ino, ctime_ns), layer, seq, key,
-                                  (token, bound, meta, data_digest, ex, ex_part,
-                                   interface_hash, options, lp, par)))
-        return Snapshot(roots, layers, records)
+            records.append((Record(stem, path, (size, mtime_ns, ino, ctime_ns), layer, seq,
+                                   key, (token, bound, meta, data_digest, ex, ex_part,
+                                         interface_hash, options, lp, par)), deps))
+        stems = [r.stem for r, _ in records]
+        return Snapshot(roots, layers, [r._replace(deps=tuple(stems[d] for d in deps))
+                                        for r, deps in records])
     except (ValueError, TypeError, KeyError):
         return None

@@ -280,6 +280,34 @@ def test_a_copy_of_the_tree_takes_the_snapshot_by_content(harness: Harness,
     assert kind == "portable" and offered == records - 1, _snapshot_lines(log)
 
 
+def test_the_previous_unit_is_the_one_the_last_run_had(harness: Harness,
+                                                       tmp_path: Path) -> None:
+    """Versions A, B, A, then C of a leaf, where B changes its interface and C only its
+    body (mypy's testIncrementalInternalChangeOnly after a branch switch). The third run is
+    served wholly by the store and publishes nothing; for the fourth, the leaf's previous
+    unit is A's (what the last run had, as in mypy's own cache), not B's (the last one
+    published from that file), so only the leaf is re-checked."""
+    h = harness
+    proj = tmp_path / "proj"
+    files = {"main.py": "import mod1\nmod1.func1()\n",
+             "mod1.py": "import mod2\ndef func1() -> None: mod2.func2()\n",
+             "mod2.py": "import mod3\ndef func2() -> None: mod3.func3()\n",
+             "mod3.py": "def func3() -> None: pass\n"}
+    b = {**files, "mod3.py": "def func3(x: int = 0) -> None: pass\n"}
+    c = {**files, "mod3.py": "def func3() -> None: 3 + 2\n"}
+    gen.write_tree(proj, files)
+    h.check(h.dropin(proj, ["main.py"]))
+    gen.write_tree(proj, b)
+    v, _ = h.check(h.dropin(proj, ["main.py"]))
+    assert "mod2" in v.rechecked_modules, "B changes the leaf's interface"
+    gen.write_tree(proj, files)
+    _, s = h.check(h.dropin(proj, ["main.py"]), warm=True)
+    assert s.published == 0
+    gen.write_tree(proj, c)
+    v, _ = h.check(h.dropin(proj, ["main.py"]), rechecked=1)
+    assert v.rechecked_modules == ("mod3",), v.rechecked_modules
+
+
 def test_shadow_file_is_the_source_of_its_module(harness: Harness, tmp_path: Path) -> None:
     """With ``--shadow-file SOURCE SHADOW`` mypy checks SHADOW's text for SOURCE and records
     SHADOW's hash, mtime and size: units are keyed and offered on the shadow's content, so a
