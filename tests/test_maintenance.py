@@ -268,7 +268,9 @@ def test_gc_evicts_least_recently_used_and_keeps_shared_blobs_for_the_grace(
 
 
 def test_cap_holds_when_puts_trim(tmp_path: Path) -> None:
-    cap = 256 * 1024
+    empty = Store(str(tmp_path / "empty.db"))
+    cap = empty.top.size().live + 256 * 1024  # 256 KiB of entries (pages are large)
+    empty.close()
     s = Store(str(tmp_path / "s.db"), max_size=cap)
     for batch in range(40):
         fill(s, list(range(batch * 20, batch * 20 + 20)))

@@ -213,6 +213,22 @@ def test_missing_base_and_uncreatable_parent(tmp_path: Path) -> None:
     assert_one_line(info.value, bad, "cannot create directory")
 
 
+def test_new_files_get_the_large_page_size_existing_files_keep_theirs(tmp_path: Path) -> None:
+    new = tmp_path / "new.db"
+    Store(str(new)).close()
+    old = tmp_path / "old.db"
+    c = sqlite3.connect(old)
+    c.execute("PRAGMA page_size = 4096")
+    c.execute("VACUUM")
+    c.close()
+    Store(str(old)).close()  # an empty file: the store creates its schema in it
+    for path, size in ((new, store_mod.PAGE_SIZE), (old, 4096)):
+        c = sqlite3.connect(path)
+        assert c.execute("PRAGMA page_size").fetchone()[0] == size, path
+        c.close()
+    assert store_mod.PAGE_SIZE != 4096
+
+
 def test_disk_full_is_store_error(tmp_path: Path) -> None:
     s = Store(str(tmp_path / "s.db"))
     # Simulate a full disk: cap this connection's file at its current size.
