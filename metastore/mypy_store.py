@@ -44,7 +44,7 @@ from metastore import run_snapshot
 from metastore.mypy_view import MypyView
 from metastore.session import Session
 from metastore.source_files import SourceFile, SourceKeys, old_enough, signature
-from metastore.store import Entry, StoreError, digest
+from metastore.store import TOUCH_GRAIN_S, Entry, StoreError, digest
 
 PLUGINS_SNAPSHOT = "@plugins_snapshot.json"
 # Module entries; names starting with "@" are mypy's global entries (@plugins_snapshot.json,
@@ -421,7 +421,8 @@ class MypyStore:
                 if offer.layer >= 0:
                     self.stats.hit(offer.layer)
                     self._bump("hits_top" if offer.layer == 0 else "hits_base")
-                    self._used.add((offer.layer, offer.seq))
+                    if offer.seq >= 0:
+                        self._used.add((offer.layer, offer.seq))
             return meta
         if part == "data":
             blob = self._blob(manifest.data)
@@ -714,8 +715,9 @@ class MypyStore:
         written by any checkout or store the slot came from (an exported base)."""
         if self._snapshot_keys_memo is not None:
             return self._snapshot_keys_memo
-        roots, cwd = view.roots(), os.getcwd()
-        sources = sorted((module, roots.tokenize(os.path.normpath(os.path.join(cwd, path))))
+        roots = view.roots()
+        # Relative paths mean the same in every checkout; absolute ones are tokenised.
+        sources = sorted((module, roots.tokenize(path))
                          for module, path in view.source_modules().items())
         common = [self._ns, b"1" if view.has_workers else b"0",
                   json.dumps(sources).encode("utf-8", "surrogateescape")]
@@ -759,6 +761,10 @@ class MypyStore:
         fingerprint = roots.fingerprint()
         current = {**roots.paths_by_name(), ".": os.getcwd()}
         same_layers = snapshot.layers == self._layers_identity()
+        # Units the recording run published are in this top; while they are younger than
+        # the last-use grain, touching them would change nothing, so their entries need
+        # not be looked up (their hits are the top's).
+        published_recently = same_layers and time.time() - slot[0] < TOUCH_GRAIN_S
         chosen: dict[str, tuple[run_snapshot.Record, Manifest, os.stat_result]] = {}
         unproven: dict[str, tuple[str, run_snapshot.Record]] = {}  # stem -> (path, record)
         for record in snapshot.records:
@@ -802,7 +808,7 @@ class MypyStore:
                     chosen[stem] = (record, Manifest(token, bound, meta, data, ex, ex_part,
                                                      interface_hash, (), options, lp, par),
                                     source.stat)
-        self._locate_unknown(chosen)
+        self._locate_unknown(chosen, published_recently)
         missing = self._missing_parts({stem: m for stem, (_, m, _) in chosen.items()})
         # A unit recorded against a dependency whose file changed is chosen anew, against
         # the dependency's new unit (mypy would re-check it otherwise).
@@ -831,12 +837,18 @@ class MypyStore:
                    f"{len(chosen) - len(missing)} offered")
 
     def _locate_unknown(
-        self, chosen: dict[str, tuple[run_snapshot.Record, Manifest, os.stat_result]]
+        self, chosen: dict[str, tuple[run_snapshot.Record, Manifest, os.stat_result]],
+        published_recently: bool,
     ) -> None:
         """Give the snapshot's units whose entry is not known (published by the recording
         run, or recorded in other layers) the layer and seq of their entry - one lookup; a
         unit whose entry is gone is dropped from ``chosen``. The snapshot is then
-        rewritten with them."""
+        rewritten with them. With ``published_recently``, units published by the recording
+        run are left alone: layer 0 (the same top), seq unknown (-1)."""
+        if published_recently:
+            for stem, (record, manifest, st) in list(chosen.items()):
+                if record.layer < 0:
+                    chosen[stem] = (record._replace(layer=0), manifest, st)
         named = {stem: bytes.fromhex(record.key) for stem, (record, _, _) in chosen.items()
                  if record.layer < 0}
         if not named or self.backend is None:
@@ -884,6 +896,8 @@ class MypyStore:
                     and offer.key and stem not in self._published_seq):
                 m, path, layer, seq, key = (offer.manifest, offer.path, offer.layer, offer.seq,
                                             offer.key)
+                if seq < 0:
+                    layer = -1  # still to be looked up by key (see _locate_unknown)
                 known = self._sources.known(view.source_file(path))
                 st = known.stat if known is not None else self._stats_seen.get(path)
             else:

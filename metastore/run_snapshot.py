@@ -82,8 +82,10 @@ def decode(data: bytes) -> Snapshot | None:
                     is type(options) is str
                     and type(layer) is type(seq) is type(size) is type(mtime_ns) is type(ino)
                     is type(ctime_ns) is int and type(lp) is type(par) is bool
-                    and type(deps) is list
-                    and all(type(d) is int and 0 <= d < len(rows) for d in deps)):
+                    and type(deps) is list):
+                return None
+            # A string among the indices fails min/max, a float fails as an index below.
+            if deps and (min(deps) < 0 or max(deps) >= len(rows)):
                 return None
             records.append((Record(stem, path, (size, mtime_ns, ino, ctime_ns), layer, seq,
                                    key, (token, bound, meta, data_digest, ex, ex_part,

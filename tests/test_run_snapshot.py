@@ -42,6 +42,9 @@ def test_dependencies_that_are_not_records_are_left_out() -> None:
     ["pkg/a", "pkg/a.py", [1, 2, 3, 4], -1, -1, None, list(UNIT), []],  # a key not a string
     ["pkg/a", "pkg/a.py", [1, 2, 3, 4], 0, 1, "", list(UNIT), [2]],  # a dependency out of range
     ["pkg/a", "pkg/a.py", [1, 2, 3, 4], 0, 1, "", list(UNIT), ["pkg/b"]],  # not an index
+    ["pkg/a", "pkg/a.py", [1, 2, 3, 4], 0, 1, "", list(UNIT), [0, "1"]],  # not an index
+    ["pkg/a", "pkg/a.py", [1, 2, 3, 4], 0, 1, "", list(UNIT), [0.5]],  # not an index
+    ["pkg/a", "pkg/a.py", [1, 2, 3, 4], 0, 1, "", list(UNIT), {"0": 1}],  # not a list
     ["pkg/a", "pkg/a.py", [1, 2, 3, 4], 0, 1, "", list(UNIT)],  # no dependencies
 ])
 def test_a_malformed_row_rejects_the_snapshot(row: list[object]) -> None:
