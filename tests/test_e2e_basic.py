@@ -193,6 +193,16 @@ def test_edited_module_gets_its_previous_meta_like_stock(harness: Harness, tmp_p
         h.check(h.dropin(proj, cache_dir=h.fresh_cache_dir()), warm=True)
 
 
+def _project_with_debug_log(tmp_path: Path) -> tuple[Path, gen.Files, Path, dict[str, str]]:
+    """The generated project in ``tmp_path/proj``, its files, and a developer log with the
+    environment that turns it on."""
+    proj = tmp_path / "proj"
+    files = gen.generate(SPEC)
+    gen.write_tree(proj, files)
+    log = tmp_path / "debug.log"
+    return proj, files, log, {"MYPY_METASTORE_DEBUG_LOG": str(log)}
+
+
 def _snapshot_lines(log: Path) -> list[tuple[str, int, int, int]]:
     """Per run that found a run snapshot (the developer log): which slot it came from
     ("here" or "portable"), its records, how many were compared by content, how many
@@ -219,16 +229,12 @@ def test_run_snapshot_offers_only_files_whose_stat_is_unchanged(harness: Harness
     size with its mtime put back (its ctime still moves) - nor a file changed within the
     timestamp granularity of the run that recorded it."""
     h = harness
-    proj = tmp_path / "proj"
-    files = gen.generate(SPEC)
-    gen.write_tree(proj, files)
-    log = tmp_path / "debug.log"
-    env = {"MYPY_METASTORE_DEBUG_LOG": str(log)}
+    proj, _, log, env = _project_with_debug_log(tmp_path)
     _cold(h, proj)
     time.sleep(2.2)  # older than the racy window: stats can be recorded
     h.check(h.dropin(proj, env=env, cache_dir=h.fresh_cache_dir()), warm=True)  # records
     h.check(h.dropin(proj, env=env, cache_dir=h.fresh_cache_dir()), warm=True)  # uses
-    second = _snapshot_offers(log)[-1]  # the cold run's snapshot lacked the racy files
+    second = _snapshot_offers(log)[-1]  # the cold run's knew the racy files by content
     assert second > 40, _snapshot_offers(log)
 
     leaf = proj / gen.leaf_path(SPEC)
@@ -253,11 +259,7 @@ def test_a_copy_of_the_tree_takes_the_snapshot_by_content(harness: Harness,
     from it, even one recorded in the same run as a file whose stat was too recent to be
     trusted. The copy then has its own snapshot."""
     h = harness
-    proj = tmp_path / "proj"
-    files = gen.generate(SPEC)
-    gen.write_tree(proj, files)
-    log = tmp_path / "debug.log"
-    env = {"MYPY_METASTORE_DEBUG_LOG": str(log)}
+    proj, files, log, env = _project_with_debug_log(tmp_path)
     h.check(h.dropin(proj, env=env))  # its files are too recent for their stat to be trusted
 
     same = tmp_path / "same"
