@@ -54,6 +54,8 @@ _UNIT_NAME = re.compile(
 #: How often a coordinator (or serial) process publishes while mypy runs (see commit()).
 PUBLISH_INTERVAL_S = 1.0
 _IGNORED_OPTIONS = ("local_partial_types", "is_parallel", "debug_cache")
+#: The portable run snapshot slot holds this and the key of the snapshot slot it stands for.
+_SNAPSHOT_POINTER = b"\0snapshot-slot\0"
 #: A run snapshot's signature for a file whose stat was too recent to be trusted.
 _UNTRUSTED_SIGNATURE = (-1, -1, -1, -1)
 
@@ -711,8 +713,9 @@ class MypyStore:
         """The slots of the run snapshot (computed once per build: it is read at the first
         offer and written at the end): this checkout's, for the namespace, roots (current
         directory included), command-line sources, parallel mode and store layers; and the
-        portable one, for the namespace, sources and parallel mode only - the last snapshot
-        written by any checkout or store the slot came from (an exported base)."""
+        portable one, for the namespace, sources and parallel mode only, which names the
+        slot of the last snapshot written by any checkout (in this store, or in the store
+        an exported base came from)."""
         if self._snapshot_keys_memo is not None:
             return self._snapshot_keys_memo
         roots = view.roots()
@@ -746,6 +749,12 @@ class MypyStore:
             self._problem(str(e))
             return
         slot = slots.get(here) or slots.get(portable)
+        if slot is not None and slot[1].startswith(_SNAPSHOT_POINTER):
+            try:  # the portable slot names the snapshot slot of the checkout that wrote it
+                slot = self.backend.get_slot(slot[1][len(_SNAPSHOT_POINTER):])
+            except StoreError as e:
+                self._problem(str(e))
+                return
         if slot is None:
             return
         snapshot = run_snapshot.decode(slot[1])
@@ -920,7 +929,8 @@ class MypyStore:
         if not records or data == self._snapshot_read:
             return []
         self._snapshot_read = data
-        return [(key, now, data) for key in self._snapshot_keys(view)]
+        here, portable = self._snapshot_keys(view)
+        return [(here, now, data), (portable, now, _SNAPSHOT_POINTER + here)]
 
     def _previous_key(self, stem: str, path: str) -> bytes:
         """The slot holding the last unit published for ``stem`` from the file at ``path``

@@ -8,14 +8,13 @@ re-checked (from ``mypy -v``) as claimed.
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 from pathlib import Path
 
 import pytest
 from helpers import gen, venvs
-from helpers.run import Harness
+from helpers.run import Harness, snapshot_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -203,23 +202,9 @@ def _project_with_debug_log(tmp_path: Path) -> tuple[Path, gen.Files, Path, dict
     return proj, files, log, {"MYPY_METASTORE_DEBUG_LOG": str(log)}
 
 
-def _snapshot_lines(log: Path) -> list[tuple[str, int, int, int]]:
-    """Per run that found a run snapshot (the developer log): which slot it came from
-    ("here" or "portable"), its records, how many were compared by content, how many
-    units were offered from it."""
-    found = []
-    for line in log.read_text().splitlines() if log.exists() else []:
-        match = re.search(r" snapshot \((\w+)\): (\d+) records, (\d+) compared by content, "
-                          r"(\d+) offered", line)
-        if match:
-            kind, records, compared, offered = match.groups()
-            found.append((kind, int(records), int(compared), int(offered)))
-    return found
-
-
 def _snapshot_offers(log: Path) -> list[int]:
     """How many units each run offered from the run snapshot (the developer log)."""
-    return [offered for _, _, _, offered in _snapshot_lines(log)]
+    return [offered for _, _, _, offered in snapshot_lines(log)]
 
 
 def test_run_snapshot_offers_only_files_whose_stat_is_unchanged(harness: Harness,
@@ -265,12 +250,12 @@ def test_a_copy_of_the_tree_takes_the_snapshot_by_content(harness: Harness,
     same = tmp_path / "same"
     shutil.copytree(proj, same)
     h.check(h.dropin(same, env=env, cache_dir=h.fresh_cache_dir()), warm=True)
-    kind, records, compared, offered = _snapshot_lines(log)[-1]
-    assert kind == "portable" and records > 40 and offered == records, _snapshot_lines(log)
+    kind, records, compared, offered = snapshot_lines(log)[-1]
+    assert kind == "portable" and records > 40 and offered == records, snapshot_lines(log)
     modules = [p for p in files if p.startswith("pkg") and p.endswith((".py", ".pyi"))]
     assert compared >= len(modules), "project files are another checkout's: compared"
     h.check(h.dropin(same, env=env, cache_dir=h.fresh_cache_dir()), warm=True)
-    assert _snapshot_lines(log)[-1][0] == "here"
+    assert snapshot_lines(log)[-1][0] == "here"
 
     edited = tmp_path / "edited"
     shutil.copytree(proj, edited)
@@ -278,8 +263,8 @@ def test_a_copy_of_the_tree_takes_the_snapshot_by_content(harness: Harness,
     (edited / leaf).write_text(gen.edit_leaf(files, SPEC, 1)[leaf])
     v, _ = h.check(h.dropin(edited, env=env, cache_dir=h.fresh_cache_dir()))
     assert gen.module_name(leaf) in v.rechecked_modules, v.rechecked_modules
-    kind, records, compared, offered = _snapshot_lines(log)[-1]
-    assert kind == "portable" and offered == records - 1, _snapshot_lines(log)
+    kind, records, compared, offered = snapshot_lines(log)[-1]
+    assert kind == "portable" and offered == records - 1, snapshot_lines(log)
 
 
 def test_the_previous_unit_is_the_one_the_last_run_had(harness: Harness,

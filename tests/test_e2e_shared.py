@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from helpers import gen
-from helpers.run import Harness, RunResult
+from helpers.run import Harness, RunResult, snapshot_lines
 
 pytestmark = pytest.mark.e2e
 
@@ -77,12 +77,18 @@ def test_exported_immutable_base_on_read_only_media(harness: Harness, tmp_path: 
 
     pr = tmp_path / "pr-checkout"
     gen.copy_tree(main, pr)
+    log = tmp_path / "debug.log"
     with read_only_dir(media) as how:
         top = tmp_path / "pr-top" / "top.db"
         run = h.dropin(pr, store=top, bases=[Path(f"{base}?immutable=1")],
-                       cache_dir=h.fresh_cache_dir())
+                       cache_dir=h.fresh_cache_dir(), env={"MYPY_METASTORE_DEBUG_LOG": str(log)})
         _, s = h.check(run, warm=True)
         assert s.layer_hits == (0, s.offered), f"hits not all from the base ({how}): {s}"
+        # Every unit came from the main checkout's run snapshot (exported with the base),
+        # its project files proven by content here.
+        kind, records, compared, offered = snapshot_lines(log)[-1]
+        assert kind == "portable" and records == offered == s.offered, snapshot_lines(log)
+        assert compared > 40, snapshot_lines(log)
         assert sorted(p.name for p in media.iterdir()) == ["base.db"], how
         assert _sha256(base) == before, how
 

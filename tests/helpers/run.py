@@ -434,3 +434,17 @@ class Harness:
             assert s.rechecked == 0, f"warm run but stats say re-checked{ctx}"
             assert s.meta_writes == 0, f"warm run but mypy wrote metas{ctx}"
         return v, s
+
+
+def snapshot_lines(log: Path) -> list[tuple[str, int, int, int]]:
+    """Per run that found a run snapshot (the developer log): which slot it came from
+    ("here" or "portable"), its records, how many were compared by content, how many
+    units were offered from it."""
+    found = []
+    for line in log.read_text().splitlines() if log.exists() else []:
+        match = re.search(r" snapshot \((\w+)\): (\d+) records, (\d+) compared by content, "
+                          r"(\d+) offered", line)
+        if match:
+            kind, records, compared, offered = match.groups()
+            found.append((kind, int(records), int(compared), int(offered)))
+    return found
