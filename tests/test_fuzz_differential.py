@@ -281,3 +281,18 @@ def test_regression_missing_import_note(harness: Harness, tmp_path: Path) -> Non
         run = h.dropin(proj, args, verbose=False)
         problem = _compare(h, run, h.oracle(proj, args))
         assert problem is None or problem[0] == "artefact", problem
+
+
+def test_regression_two_options_for_one_module_are_one_section() -> None:
+    """The long profile's finding of session 4 (a generator bug, not the store's): two
+    option edits of one module rendered two ``[mypy-pa.m1]`` sections, an invalid ini file
+    that mypy refuses (and the store says so). They are one section now."""
+    import configparser
+
+    project = Project(mods=(fuzzgen.Mod("pa.m0", 0), fuzzgen.Mod("pa.m1", 1)),
+                      options=frozenset({("pa.m1", fuzzgen.OPTIONS[3]),
+                                         ("pa.m1", fuzzgen.OPTIONS[1])}))
+    parser = configparser.RawConfigParser()
+    parser.read_string(fuzzgen.render(project)[fuzzgen.CONFIG])
+    assert parser.has_option("mypy-pa.m1", "check_untyped_defs")
+    assert parser.has_option("mypy-pa.m1", "ignore_errors")

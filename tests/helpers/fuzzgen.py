@@ -282,8 +282,11 @@ def render(p: Project) -> Files:
     tops = sorted({m.name.split(".")[0] for m in p.mods})
     lines = ["[mypy]", f"files = {', '.join(tops)}" if tops else "files = ",
              "explicit_package_bases = True"]
-    for mod, opt in sorted(p.options):
-        lines += ["", f"[mypy-{mod}]", opt]
+    by_module: dict[str, list[str]] = {}
+    for mod, opt in sorted(p.options):  # one section per module: ini sections are unique
+        by_module.setdefault(mod, []).append(opt)
+    for mod, opts in by_module.items():
+        lines += ["", f"[mypy-{mod}]", *opts]
     files[CONFIG] = "\n".join(lines) + "\n"
     return files
 
