@@ -160,6 +160,20 @@ class Manifest(NamedTuple):
         }).encode()
 
     @classmethod
+    def of_snapshot_unit(cls, unit: tuple[str, str, str, str, str, str, str, str, bool, bool]
+                         ) -> Manifest:
+        """The manifest a run snapshot records (see :attr:`run_snapshot.Record.unit`), without
+        its dependencies."""
+        path, bound, meta, data, ex, ex_part, interface_hash, options, lp, par = unit
+        return cls(path, bound, meta, data, ex, ex_part, interface_hash, (), options, lp, par)
+
+    def snapshot_unit(self) -> tuple[str, str, str, str, str, str, str, str, bool, bool]:
+        """This manifest as a run snapshot records it (the inverse of
+        :meth:`of_snapshot_unit`)."""
+        return (self.path, self.bound, self.meta, self.data, self.ex, self.ex_part,
+                self.interface_hash, self.options, self.local_partial_types, self.is_parallel)
+
+    @classmethod
     def decode(cls, value: bytes) -> Manifest | None:
         try:
             raw = json.loads(value)
@@ -761,21 +775,23 @@ class MypyStore:
         if snapshot is None:
             return
         # Rewritten at the end unless it is this checkout's and nothing changed.
-        self._snapshot_read = slot[1] if here in slots else None
+        is_here = here in slots
+        self._snapshot_read = slot[1] if is_here else None
         self._snapshot_stems = {record.stem for record in snapshot.records}
         self._snapshot_deps = {record.stem: record.deps for record in snapshot.records}
         self._snapshot_untrusted = any(record.signature == _UNTRUSTED_SIGNATURE
                                        for record in snapshot.records)
         roots = view.roots()
         fingerprint = roots.fingerprint()
-        current = {**roots.paths_by_name(), ".": os.getcwd()}
+        current = _root_paths(roots)
         same_layers = snapshot.layers == self._layers_identity()
         # Units the recording run published are in this top; while they are younger than
         # the last-use grain, touching them would change nothing, so their entries need
         # not be looked up (their hits are the top's).
         published_recently = same_layers and time.time() - slot[0] < TOUCH_GRAIN_S
         chosen: dict[str, tuple[run_snapshot.Record, Manifest, os.stat_result]] = {}
-        unproven: dict[str, tuple[str, run_snapshot.Record]] = {}  # stem -> (path, record)
+        # stem -> (path, record, its manifest)
+        unproven: dict[str, tuple[str, run_snapshot.Record, Manifest]] = {}
         for record in snapshot.records:
             module = module_id(record.stem)
             path = roots.resolve(record.path)
@@ -783,12 +799,10 @@ class MypyStore:
                     or stem_for(module, path) != record.stem
                     or self._module_path(module, view) != path):
                 continue
-            token, bound, meta, data, ex, ex_part, interface_hash, options, lp, par = record.unit
-            manifest = Manifest(token, bound, meta, data, ex, ex_part, interface_hash, (),
-                                options, lp, par)
+            manifest = Manifest.of_snapshot_unit(record.unit)
             if not self._usable(manifest, module, path, view, roots, fingerprint):
                 continue
-            if here in slots:
+            if is_here:
                 self._last_run[record.stem] = (path, manifest)
             if not same_layers:
                 record = record._replace(layer=-1, seq=-1)
@@ -796,7 +810,7 @@ class MypyStore:
             if root is None and not os.path.isabs(record.path):
                 root = "."
             if root is not None and snapshot.roots.get(root) != current.get(root):
-                unproven[record.stem] = (path, record)  # another file: compare contents
+                unproven[record.stem] = (path, record, manifest)  # another file: by content
                 continue
             try:
                 st = os.stat(view.source_file(path))
@@ -805,27 +819,23 @@ class MypyStore:
             if signature(st) == record.signature:
                 chosen[record.stem] = (record, manifest, st)
             else:
-                unproven[record.stem] = (path, record)
+                unproven[record.stem] = (path, record, manifest)
         if unproven:
-            files = {stem: view.source_file(path) for stem, (path, _) in unproven.items()}
+            files = {stem: view.source_file(path) for stem, (path, _, _) in unproven.items()}
             sources = self._sources.get(list(files.values()))
-            for stem, (path, record) in unproven.items():
+            for stem, (_, record, manifest) in unproven.items():
                 source = sources[files[stem]]
                 if source is not None and self._unit_key(stem, source.key).hex() == record.key:
-                    token, bound, meta, data, ex, ex_part, interface_hash, options, lp, par = (
-                        record.unit)
-                    chosen[stem] = (record, Manifest(token, bound, meta, data, ex, ex_part,
-                                                     interface_hash, (), options, lp, par),
-                                    source.stat)
+                    chosen[stem] = (record, manifest, source.stat)
         self._locate_unknown(chosen, published_recently)
         missing = self._missing_parts({stem: m for stem, (_, m, _) in chosen.items()})
         # A unit recorded against a dependency whose file changed is chosen anew, against
         # the dependency's new unit (mypy would re-check it otherwise).
+        changed = [stem for stem in self._snapshot_stems if stem not in chosen or stem in missing]
         dependents: dict[str, list[str]] = {}
-        for record in snapshot.records:
+        for record in snapshot.records if changed else ():
             for dep in record.deps:
                 dependents.setdefault(dep, []).append(record.stem)
-        changed = [stem for stem in self._snapshot_stems if stem not in chosen or stem in missing]
         while changed:
             stem = changed.pop()
             for dependent in dependents.pop(stem, ()):
@@ -841,7 +851,7 @@ class MypyStore:
                                            key=bytes.fromhex(record.key))
                 self._from_snapshot.add(stem)
         if _DEBUG:
-            _debug(f"snapshot ({'here' if here in slots else 'portable'}): "
+            _debug(f"snapshot ({'here' if is_here else 'portable'}): "
                    f"{len(snapshot.records)} records, {len(unproven)} compared by content, "
                    f"{len(chosen) - len(missing)} offered")
 
@@ -921,11 +931,8 @@ class MypyStore:
             trusted = st is not None and old_enough(st, now)
             records.append(run_snapshot.Record(
                 stem, roots.tokenize(path), signature(st) if st is not None and trusted
-                else _UNTRUSTED_SIGNATURE, layer, seq, key.hex(),
-                (m.path, m.bound, m.meta, m.data, m.ex, m.ex_part, m.interface_hash, m.options,
-                 m.local_partial_types, m.is_parallel), deps))
-        data = run_snapshot.encode({**roots.paths_by_name(), ".": os.getcwd()},
-                                   self._layers_identity(), records)
+                else _UNTRUSTED_SIGNATURE, layer, seq, key.hex(), m.snapshot_unit(), deps))
+        data = run_snapshot.encode(_root_paths(roots), self._layers_identity(), records)
         if not records or data == self._snapshot_read:
             return []
         self._snapshot_read = data
@@ -1335,6 +1342,12 @@ class MypyStore:
         if message not in self.stats.problems:
             self.stats.problems.append(message)
             self._report(message)
+
+
+def _root_paths(roots: Roots) -> dict[str, str]:
+    """What a run snapshot records of where it was made (and is compared with): each root's
+    path, and the current directory (under ".") for the relative paths mypy uses."""
+    return {**roots.paths_by_name(), ".": os.getcwd()}
 
 
 def _data_matches_interface(data: bytes, meta: Any, interface_hash: str) -> bool:
