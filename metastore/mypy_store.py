@@ -36,12 +36,14 @@ import json
 import os
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias
 
 from metastore.cache_codec import DATA_MTIME, Codec, canonical_json, plugins_snapshot_bytes
 from metastore import run_snapshot
 from metastore.mypy_view import MypyView
+from metastore.paths import Roots
 from metastore.session import Session
 from metastore.source_files import SourceFile, SourceKeys, old_enough, signature
 from metastore.store import TOUCH_GRAIN_S, Entry, StoreError, digest
@@ -61,8 +63,6 @@ _UNTRUSTED_SIGNATURE = (-1, -1, -1, -1)
 
 
 if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker needs them.
-    from metastore.paths import Roots
-
     class Backend(Protocol):
         """The part of :class:`metastore.store.Store` this layer uses."""
 
@@ -112,11 +112,11 @@ class RunStats:
         self.layer_hits: list[int] = [0]  # metas offered per layer: top, then each base
         self.problems: list[str] = []
 
-    def hit(self, layer: int) -> None:
-        """Count a meta offered from ``layer`` (0 the top, i + 1 base i)."""
+    def hit(self, layer: int, count: int = 1) -> None:
+        """Count ``count`` metas offered from ``layer`` (0 the top, i + 1 base i)."""
         while len(self.layer_hits) <= layer:
             self.layer_hits.append(0)
-        self.layer_hits[layer] += 1
+        self.layer_hits[layer] += count
 
     def add(self, other: dict[str, Any]) -> None:
         """Add another process's counters (as from :meth:`as_dict`)."""
@@ -266,16 +266,23 @@ class MypyStore:
         # The run snapshot (see metastore.run_snapshot): read at the first offer, written
         # at the end of the build if it changed.
         self._snapshot_tried = False
-        self._snapshot_read: bytes | None = None
+        self._snapshot: run_snapshot.Snapshot | None = None  # the snapshot read
+        self._snapshot_read: bytes | None = None  # its bytes, if it is this checkout's
         self._snapshot_keys_memo: tuple[bytes, bytes] | None = None
-        self._snapshot_stems: set[str] = set()  # every stem the snapshot read holds
-        self._snapshot_untrusted = False  # it holds records whose stat cannot be trusted
-        # stem -> (path, manifest) of the units this checkout's last run had, for modules
-        # mypy resolves the same: each is that module's previous unit (see _offer_previous).
-        self._last_run: dict[str, tuple[str, Manifest]] = {}
-        self._snapshot_deps: dict[str, tuple[str, ...]] = {}  # stem -> its record's deps
+        self._snapshot_stem_index: dict[str, int] | None = None
+        # stem -> (path, record index) of the units this checkout's last run had, for
+        # modules mypy resolves the same: each is that module's previous unit (see
+        # _offer_previous).
+        self._last_run: dict[str, tuple[str, int]] = {}
         self._from_snapshot: set[str] = set()  # stems offered from it
         self._snapshot_resolved = False  # entries of units it named by key were looked up
+        self._snapshot_stale = False  # some record was taken by content: write it anew
+        # Entries served as the snapshot recorded them (name -> bytes), the data entries of
+        # their units, and the names mypy read through the fast path of read().
+        self._image_parts: dict[str, bytes] = {}
+        self._image_data: set[str] = set()
+        self._fast_reads = False  # read()/getmtime() answer from those first (no workers)
+        self._fast_taken: list[str] = []
         # stem -> (unit key, manifest, source file, path mypy used) of units published
         self._published_units: dict[str, tuple[bytes, Manifest, SourceFile, str]] = {}
         self._stats_seen: dict[str, os.stat_result] = {}  # path -> stat, snapshot offers
@@ -296,7 +303,16 @@ class MypyStore:
     # -- mypy's protocol ---------------------------------------------------------------
 
     def read(self, name: str) -> bytes | None:
-        """The entry ``name``, or None for a miss."""
+        """The entry ``name``, or None for a miss.
+
+        An entry served as the run snapshot recorded it is answered first, with no other
+        work (its accounting is done at the next publication; its time is not counted in
+        ``store_seconds``)."""
+        if self._fast_reads:
+            served = self._image_parts.get(name)
+            if served is not None:
+                self._fast_taken.append(name)
+                return served
         t0 = time.perf_counter()
         try:
             return self._read(name)
@@ -305,6 +321,8 @@ class MypyStore:
 
     def getmtime(self, name: str) -> float | None:
         """The mtime of entry ``name``, or None for a miss."""
+        if self._fast_reads and name in self._image_data:
+            return DATA_MTIME
         t0 = time.perf_counter()
         try:
             match = _UNIT_NAME.match(name)
@@ -329,6 +347,8 @@ class MypyStore:
                 self._unpublished_slots.add(name)
                 return True
             self._written[name] = data
+            self._image_parts.pop(name, None)  # read-your-writes, before the fast path
+            self._image_data.discard(name)
             self._seq += 1
             self._write_seq[name] = self._seq
             stem, part = match.group("stem"), match.group("part")
@@ -416,6 +436,51 @@ class MypyStore:
         return self._unit_part(offer, part, name)
 
     def _unit_part(self, offer: Offer, part: str, name: str) -> bytes | None:
+        """:meth:`_served_part`, counting a meta read as offered (or missed)."""
+        result = self._served_part(offer, part, name)
+        view = self._view
+        if part == "meta" and view is not None and not view.parallel_worker:
+            if result is None or offer.previous:
+                self.stats.missed += 1
+                self._bump("missed")
+            else:
+                self._count_offered([offer])
+        return result
+
+    def _count_offered(self, offers: Sequence[Offer]) -> None:
+        """Count metas of ``offers`` read by mypy as offered (by layer), and their units as
+        used."""
+        deltas = self._counter_deltas
+        deltas["offered"] = deltas.get("offered", 0) + len(offers)
+        self.stats.offered += len(offers)
+        by_layer = Counter(offer.layer for offer in offers)
+        for layer, count in by_layer.items():
+            if layer >= 0:
+                self.stats.hit(layer, count)
+                name = "hits_top" if layer == 0 else "hits_base"
+                deltas[name] = deltas.get(name, 0) + count
+        self._used.update((offer.layer, offer.seq) for offer in offers
+                          if offer.layer >= 0 and offer.seq >= 0)
+
+    def _account_fast_reads(self) -> None:
+        """Record the metas mypy read through :meth:`read`'s fast path as the slow path
+        would have: asked for, offered, their units used."""
+        if not self._fast_taken or self._codec is None:
+            return
+        taken, self._fast_taken = self._fast_taken, []
+        suffix = ".meta" + self._codec.suffix
+        stems = [name[: -len(suffix)] for name in taken if name.endswith(suffix)]
+        self._asked.update(stems)
+        self._count_offered([offer for stem in stems
+                             if (offer := self._offers.get(stem)) is not None])
+
+    def _served_part(self, offer: Offer, part: str, name: str) -> bytes | None:
+        """The entry ``name`` (``part`` of ``offer``'s unit) as mypy is given it: the meta
+        patched with the path, mtime and size of the file, paths resolved against this
+        run's roots; None if it cannot be made."""
+        served = self._image_parts.get(name)
+        if served is not None:
+            return served
         view, codec = self._view, self._codec
         assert view is not None and codec is not None
         manifest = offer.manifest
@@ -424,22 +489,8 @@ class MypyStore:
             blob = self._blob(manifest.meta)
             data_file = name[: -len(".meta" + codec.suffix)] + ".data" + codec.suffix
             # data_mtime is DATA_MTIME already: units are published with it.
-            meta = None if blob is None else codec.patched_meta(
+            return None if blob is None else codec.patched_meta(
                 blob, data_file, path=offer.path, mtime=offer.mtime, size=offer.size)
-            if meta is None or offer.previous:
-                if not view.parallel_worker:
-                    self.stats.missed += 1
-                    self._bump("missed")
-                return meta
-            if not view.parallel_worker:
-                self.stats.offered += 1
-                self._bump("offered")
-                if offer.layer >= 0:
-                    self.stats.hit(offer.layer)
-                    self._bump("hits_top" if offer.layer == 0 else "hits_base")
-                    if offer.seq >= 0:
-                        self._used.add((offer.layer, offer.seq))
-            return meta
         if part == "data":
             blob = self._blob(manifest.data)
             if blob is None or manifest.path == offer.path:
@@ -680,8 +731,10 @@ class MypyStore:
         chosen: dict[str, tuple[Manifest, str, SourceFile]] = {}
         for stem, entry in edited.items():
             last = self._last_run.get(stem)
-            if entry is not None and last is not None and last[0] == entry[0]:
-                chosen[stem] = (last[1], entry[0], entry[1])
+            if entry is not None and last is not None and last[0] == entry[0] \
+                    and self._snapshot is not None:
+                unit = self._snapshot.unit(last[1])
+                chosen[stem] = (Manifest.of_snapshot_unit(unit), entry[0], entry[1])
         keys = {self._previous_key(stem, entry[1].path): stem for stem, entry in edited.items()
                 if entry is not None and not entry[1].is_dir and stem not in chosen}
         try:
@@ -725,25 +778,26 @@ class MypyStore:
 
     def _snapshot_keys(self, view: MypyView) -> tuple[bytes, bytes]:
         """The slots of the run snapshot (computed once per build: it is read at the first
-        offer and written at the end): this checkout's, for the namespace, roots (current
-        directory included), command-line sources, parallel mode and store layers; and the
-        portable one, for the namespace, sources and parallel mode only, which names the
-        slot of the last snapshot written by any checkout (in this store, or in the store
-        an exported base came from)."""
+        offer and written at the end): this checkout's, for the namespace, options, roots
+        (current directory included), command-line sources, parallel mode and store layers;
+        and the portable one, for the namespace, options, sources and parallel mode only,
+        which names the slot of the last snapshot written by any checkout (in this store, or
+        in the store an exported base came from)."""
         if self._snapshot_keys_memo is not None:
             return self._snapshot_keys_memo
         roots = view.roots()
         # Relative paths mean the same in every checkout; absolute ones are tokenised.
-        sources = sorted((module, roots.tokenize(path))
+        sources = sorted(f"{module}\0{roots.tokenize(path) if os.path.isabs(path) else path}"
                          for module, path in view.source_modules().items())
         common = [self._ns, b"1" if view.has_workers else b"0",
-                  json.dumps(sources).encode("utf-8", "surrogateescape")]
+                  view.options_fingerprint().encode(),
+                  "\n".join(sources).encode("utf-8", "surrogateescape")]
         here = [roots.fingerprint().encode(), self._layers_identity().encode(
             "utf-8", "surrogateescape")]
         if _DEBUG:
-            _debug(f"snapshot keys: {common!r}")
-        self._snapshot_keys_memo = (digest(b"\0snapshot\0" + b"\0".join(common + here)),
-                                    digest(b"\0portable-snapshot\0" + b"\0".join(common)))
+            _debug(f"snapshot keys: {common[:3]!r}, {len(sources)} sources")
+        self._snapshot_keys_memo = (digest(b"\0snapshot-2\0" + b"\0".join(common + here)),
+                                    digest(b"\0portable-snapshot-2\0" + b"\0".join(common)))
         return self._snapshot_keys_memo
 
     def _layers_identity(self) -> str:
@@ -753,8 +807,15 @@ class MypyStore:
     def _offer_from_snapshot(self, view: MypyView) -> None:
         """Offer, for every module of the last run's snapshot that is unchanged, the unit
         that run chose (see :mod:`metastore.run_snapshot`); the others are left to
-        :meth:`_select_closure`. Coordinator (or serial) processes only."""
-        if self.backend is None or view.parallel_worker:
+        :meth:`_select_closure`. Coordinator (or serial) processes only.
+
+        A snapshot that this store's top holds (written through the same layers) is as
+        trusted as its entries: its meta and meta_ex/err entries are served as recorded
+        (patched only where the file's stat or the path differs), and only the data blobs
+        are checked. One from elsewhere (an exported base) names units that are looked up
+        and fetched as in selection.
+        """
+        if self.backend is None or view.parallel_worker or self._codec is None:
             return
         here, portable = self._snapshot_keys(view)
         try:
@@ -771,107 +832,154 @@ class MypyStore:
                 return
         if slot is None:
             return
+        self.stats.read_bytes += len(slot[1])
         snapshot = run_snapshot.decode(slot[1])
         if snapshot is None:
             return
         # Rewritten at the end unless it is this checkout's and nothing changed.
         is_here = here in slots
+        self._snapshot = snapshot
         self._snapshot_read = slot[1] if is_here else None
-        self._snapshot_stems = {record.stem for record in snapshot.records}
-        self._snapshot_deps = {record.stem: record.deps for record in snapshot.records}
-        self._snapshot_untrusted = any(record.signature == _UNTRUSTED_SIGNATURE
-                                       for record in snapshot.records)
+        stems, modules, tokens, ints = snapshot.stems, snapshot.modules, snapshot.paths, \
+            snapshot.ints
         roots = view.roots()
         fingerprint = roots.fingerprint()
         current = _root_paths(roots)
+        changed_roots = {name for name in snapshot.roots.keys() | current.keys()
+                         if snapshot.roots.get(name) != current.get(name)}
         same_layers = snapshot.layers == self._layers_identity()
+        options_fingerprint = view.options_fingerprint()
+        same_options = bool(options_fingerprint) and snapshot.options == options_fingerprint
         # Units the recording run published are in this top; while they are younger than
         # the last-use grain, touching them would change nothing, so their entries need
         # not be looked up (their hits are the top's).
         published_recently = same_layers and time.time() - slot[0] < TOUCH_GRAIN_S
-        chosen: dict[str, tuple[run_snapshot.Record, Manifest, os.stat_result]] = {}
-        # stem -> (path, record, its manifest)
-        unproven: dict[str, tuple[str, run_snapshot.Record, Manifest]] = {}
-        for record in snapshot.records:
-            module = module_id(record.stem)
-            path = roots.resolve(record.path)
-            if (path is None or record.stem in self._offers
-                    or stem_for(module, path) != record.stem
-                    or self._module_path(module, view) != path):
-                continue
-            manifest = Manifest.of_snapshot_unit(record.unit)
-            if not self._usable(manifest, module, path, view, roots, fingerprint):
-                continue
-            if is_here:
-                self._last_run[record.stem] = (path, manifest)
-            if not same_layers:
-                record = record._replace(layer=-1, seq=-1)
-            root = roots.root_name(record.path)
-            if root is None and not os.path.isabs(record.path):
-                root = "."
-            if root is not None and snapshot.roots.get(root) != current.get(root):
-                unproven[record.stem] = (path, record, manifest)  # another file: by content
-                continue
-            try:
-                st = os.stat(view.source_file(path))
-            except OSError:
-                continue
-            if signature(st) == record.signature:
-                chosen[record.stem] = (record, manifest, st)
+        stat = view.stat
+        offers, known_path = self._offers, self._paths.get
+        # stem -> (record index, path mypy uses, stat, proven by content)
+        chosen: dict[str, tuple[int, str, os.stat_result, bool]] = {}
+        unproven: dict[str, tuple[int, str]] = {}
+        for i, stem in enumerate(stems):
+            token = tokens[i]
+            if token.startswith("\0"):
+                resolved = roots.resolve(token)
+                if resolved is None:
+                    continue
+                path, root = resolved, Roots.root_name(token)
             else:
-                unproven[record.stem] = (path, record, manifest)
+                path, root = token, None if os.path.isabs(token) else "."
+            module = modules[i]
+            if stem in offers or (known_path(module) != path
+                                  and self._module_path(module, view) != path):
+                continue
+            if changed_roots or not same_options:
+                bound = snapshot.text(i, 0)
+                if bound and bound != fingerprint:
+                    continue
+                if not same_options:
+                    options = view.options_key(module)
+                    if options is not None and snapshot.text(i, 6) != options:
+                        continue
+            if is_here:
+                self._last_run[stem] = (path, i)
+            if root is not None and root in changed_roots:
+                unproven[stem] = (i, path)  # another file: by content
+                continue
+            st = stat(path)
+            if st is None:
+                continue
+            j = 6 * i
+            if (st.st_mtime_ns == ints[j + 1] and st.st_size == ints[j]
+                    and st.st_ino == ints[j + 2] and st.st_ctime_ns == ints[j + 3]):
+                chosen[stem] = (i, path, st, False)
+            else:
+                unproven[stem] = (i, path)
         if unproven:
-            files = {stem: view.source_file(path) for stem, (path, _, _) in unproven.items()}
+            files = {stem: view.source_file(path) for stem, (_, path) in unproven.items()}
             sources = self._sources.get(list(files.values()))
-            for stem, (_, record, manifest) in unproven.items():
+            for stem, (i, path) in unproven.items():
                 source = sources[files[stem]]
-                if source is not None and self._unit_key(stem, source.key).hex() == record.key:
-                    chosen[stem] = (record, manifest, source.stat)
-        self._locate_unknown(chosen, published_recently)
-        missing = self._missing_parts({stem: m for stem, (_, m, _) in chosen.items()})
+                if source is not None and self._unit_key(stem, source.key) == snapshot.key(i):
+                    chosen[stem] = (i, path, source.stat, True)
+                    self._snapshot_stale = True
+        located = self._locate_unknown(snapshot, chosen, same_layers, published_recently)
+        of_unit = Manifest.of_snapshot_unit
+        manifests = {stem: of_unit(snapshot.unit(i)) for stem, (i, _, _, _) in chosen.items()}
+        # Served as recorded: the meta, and the meta_ex/err where its paths hold here.
+        served = {stem for stem, (i, _, _, _) in chosen.items()
+                  if same_layers and not (changed_roots and snapshot.ex_rooted(i))}
+        missing = self._missing_parts(
+            {stem: m for stem, m in manifests.items() if stem not in served})
+        missing |= self._missing_data([(stem, manifests[stem].data) for stem in served])
         # A unit recorded against a dependency whose file changed is chosen anew, against
         # the dependency's new unit (mypy would re-check it otherwise).
-        changed = [stem for stem in self._snapshot_stems if stem not in chosen or stem in missing]
-        dependents: dict[str, list[str]] = {}
-        for record in snapshot.records if changed else ():
-            for dep in record.deps:
-                dependents.setdefault(dep, []).append(record.stem)
-        while changed:
-            stem = changed.pop()
-            for dependent in dependents.pop(stem, ()):
-                if dependent in chosen and dependent not in missing:
-                    missing.add(dependent)
-                    changed.append(dependent)
-        for stem, (record, manifest, st) in chosen.items():
-            if stem not in missing:
-                path = self._paths[module_id(stem)]
-                self._stats_seen[path] = st
-                self._offers[stem] = Offer(stem, path, manifest, int(st.st_mtime),
-                                           st.st_size, record.layer, record.seq,
-                                           key=bytes.fromhex(record.key))
-                self._from_snapshot.add(stem)
+        changed = [i for i, stem in enumerate(stems) if stem not in chosen or stem in missing]
+        if changed:
+            dependents: dict[int, list[int]] = {}
+            for i in range(len(stems)):
+                for dep in snapshot.deps(i):
+                    dependents.setdefault(dep, []).append(i)
+            while changed:
+                for i in dependents.pop(changed.pop(), ()):
+                    stem = stems[i]
+                    if stem in chosen and stem not in missing:
+                        missing.add(stem)
+                        changed.append(i)
+        codec = self._codec
+        meta_suffix, ex_suffix = ".meta" + codec.suffix, f".{codec.ex_part}{codec.suffix}"
+        data_suffix = ".data" + codec.suffix
+        parts = self._image_parts
+        for stem, (i, path, st, by_content) in chosen.items():
+            if stem in missing:
+                continue
+            layer, seq = located[stem]
+            offer = Offer(stem, path, manifests[stem], int(st.st_mtime), st.st_size, layer,
+                          seq, key=snapshot.key(i))
+            offers[stem] = offer
+            self._from_snapshot.add(stem)
+            self._stats_seen[path] = st
+            if stem not in served:
+                continue
+            meta: bytes | None = snapshot.meta(i)
+            token = tokens[i]
+            if by_content or (token.startswith("\0")
+                              and Roots.root_name(token) in changed_roots):
+                meta = codec.patched_meta(snapshot.meta(i), stem + data_suffix, path=path,
+                                          mtime=offer.mtime, size=offer.size)
+            if meta is not None:
+                parts[stem + meta_suffix] = meta
+                parts[stem + ex_suffix] = snapshot.ex(i)
+                self._image_data.add(stem + data_suffix)
+        self._fast_reads = not view.has_workers
         if _DEBUG:
             _debug(f"snapshot ({'here' if is_here else 'portable'}): "
-                   f"{len(snapshot.records)} records, {len(unproven)} compared by content, "
-                   f"{len(chosen) - len(missing)} offered")
+                   f"{len(stems)} records, {len(unproven)} compared by content, "
+                   f"{len(chosen) - len(missing)} offered, {len(served)} served as recorded")
 
     def _locate_unknown(
-        self, chosen: dict[str, tuple[run_snapshot.Record, Manifest, os.stat_result]],
-        published_recently: bool,
-    ) -> None:
-        """Give the snapshot's units whose entry is not known (published by the recording
-        run, or recorded in other layers) the layer and seq of their entry - one lookup; a
-        unit whose entry is gone is dropped from ``chosen``. The snapshot is then
-        rewritten with them. With ``published_recently``, units published by the recording
-        run are left alone: layer 0 (the same top), seq unknown (-1)."""
-        if published_recently:
-            for stem, (record, manifest, st) in list(chosen.items()):
-                if record.layer < 0:
-                    chosen[stem] = (record._replace(layer=0), manifest, st)
-        named = {stem: bytes.fromhex(record.key) for stem, (record, _, _) in chosen.items()
-                 if record.layer < 0}
+        self, snapshot: run_snapshot.Snapshot,
+        chosen: dict[str, tuple[int, str, os.stat_result, bool]],
+        same_layers: bool, published_recently: bool,
+    ) -> dict[str, tuple[int, int]]:
+        """The layer and seq of the entry of each unit in ``chosen`` (see
+        :class:`metastore.store.Entry`): as recorded if it is known in these layers, else
+        looked up by key (one lookup for all; its manifest must name the recorded meta).
+        A unit whose entry is gone is dropped from ``chosen``. With ``published_recently``,
+        units published by the recording run are left alone: layer 0 (the same top), seq
+        unknown (-1). The snapshot is rewritten when anything was looked up."""
+        ints = snapshot.ints
+        located: dict[str, tuple[int, int]] = {}
+        named: dict[str, bytes] = {}
+        for stem, (i, _, _, _) in chosen.items():
+            layer, seq = ints[6 * i + 4], ints[6 * i + 5]
+            if same_layers and layer >= 0:
+                located[stem] = (layer, seq)
+            elif same_layers and published_recently:
+                located[stem] = (0, -1)
+            else:
+                named[stem] = snapshot.key(i)
         if not named or self.backend is None:
-            return
+            return located
         self._snapshot_resolved = True
         try:
             found = self.backend.lookup(list(set(named.values())))
@@ -879,31 +987,39 @@ class MypyStore:
             self._problem(str(e))
             found = {}
         for stem, key in named.items():
-            record, manifest, st = chosen.pop(stem)
-            for entry in found.get(key, ()):
-                stored = Manifest.decode(entry.value)
-                if stored is not None and stored.meta == manifest.meta:
-                    chosen[stem] = (record._replace(layer=entry.layer, seq=entry.seq),
-                                    manifest, st)
-                    break
+            i = chosen[stem][0]
+            meta = snapshot.text(i, 1)
+            entry = next((entry for entry in found.get(key, ())
+                          if (stored := Manifest.decode(entry.value)) is not None
+                          and stored.meta == meta), None)
+            if entry is None:
+                del chosen[stem]
+            else:
+                located[stem] = (entry.layer, entry.seq)
+        return located
 
     def _snapshot_slot(self) -> list[tuple[bytes, float, bytes]]:
         """The run snapshot to write at the end of the build, in both its slots ([] if
         unchanged or empty): for each module mypy asked for, the unit it was offered from
-        the store or the unit published for it in this run, with its file's stat signature
-        if that is old enough to be trusted (see metastore.source_files), else with one no
-        file has (the record is then proven by content)."""
-        view = self._view
-        if view is None or view.parallel_worker:
+        the store or the unit published for it in this run, with the meta and meta_ex/err
+        entries as served for it, and its file's stat signature if that is old enough to be
+        trusted (see metastore.source_files), else with one no file has (the record is then
+        proven by content)."""
+        view, codec = self._view, self._codec
+        if view is None or codec is None or view.parallel_worker:
             return []
-        if (self._snapshot_read is not None and not self._snapshot_untrusted
-                and self._from_snapshot == self._snapshot_stems
+        snapshot = self._snapshot
+        if (self._snapshot_read is not None and snapshot is not None
+                and not snapshot.untrusted and not self._snapshot_stale
+                and len(self._from_snapshot) == len(snapshot)
                 and self._asked <= self._from_snapshot
                 and not self._published_seq and not self._snapshot_resolved):
             return []  # every module came from the snapshot and nothing was re-checked
         now = time.time()
         roots = view.roots()
         records = []
+        meta_suffix, ex_part = ".meta" + codec.suffix, codec.ex_part
+        ex_suffix = f".{ex_part}{codec.suffix}"
         for stem in self._asked:
             published = self._published_units.get(stem)
             offer = self._offers.get(stem)
@@ -911,6 +1027,7 @@ class MypyStore:
             if published is not None:
                 key, m, source, path = published
                 layer, seq, st = -1, -1, source.stat
+                offer = Offer(stem, path, m, source.mtime, source.size)
             elif (offer is not None and not offer.previous and offer.layer >= 0
                     and offer.key and stem not in self._published_seq):
                 m, path, layer, seq, key = (offer.manifest, offer.path, offer.layer, offer.seq,
@@ -921,23 +1038,42 @@ class MypyStore:
                 st = known.stat if known is not None else self._stats_seen.get(path)
             else:
                 continue
-            if stem in self._from_snapshot and published is None:
-                deps = self._snapshot_deps.get(stem, ())
+            meta = self._served_part(offer, "meta", stem + meta_suffix)
+            ex = self._served_part(offer, ex_part, stem + ex_suffix)
+            if meta is None or ex is None:
+                continue  # not servable as recorded: chosen anew next time
+            if stem in self._from_snapshot and published is None and snapshot is not None:
+                i = self._snapshot_index()[stem]
+                deps = tuple(snapshot.stems[d] for d in snapshot.deps(i))
+                ex_rooted = snapshot.ex_rooted(i)
             else:
                 deps = tuple(dep_stem for dep, _ in m.deps
                              if (dep_stem := self._stem_of(dep, view)) is not None)
+                stored_ex = self._blob(m.ex)
+                if stored_ex is None:
+                    continue
+                ex_rooted = roots.may_hold_tokens(stored_ex)
             # A file changed within the timestamp granularity could keep its signature: its
             # record can only be proven by content (as in another checkout).
             trusted = st is not None and old_enough(st, now)
             records.append(run_snapshot.Record(
                 stem, roots.tokenize(path), signature(st) if st is not None and trusted
-                else _UNTRUSTED_SIGNATURE, layer, seq, key.hex(), m.snapshot_unit(), deps))
-        data = run_snapshot.encode(_root_paths(roots), self._layers_identity(), records)
+                else _UNTRUSTED_SIGNATURE, layer, seq, key.hex(), m.snapshot_unit(), deps,
+                meta, ex, ex_rooted, module_id(stem)))
+        data = run_snapshot.encode(_root_paths(roots), self._layers_identity(), records,
+                                   options=view.options_fingerprint())
         if not records or data == self._snapshot_read:
             return []
         self._snapshot_read = data
         here, portable = self._snapshot_keys(view)
         return [(here, now, data), (portable, now, _SNAPSHOT_POINTER + here)]
+
+    def _snapshot_index(self) -> dict[str, int]:
+        """Record index by stem in the snapshot read at the start of the build."""
+        if self._snapshot_stem_index is None:
+            stems = self._snapshot.stems if self._snapshot is not None else []
+            self._snapshot_stem_index = {stem: i for i, stem in enumerate(stems)}
+        return self._snapshot_stem_index
 
     def _previous_key(self, stem: str, path: str) -> bytes:
         """The slot holding the last unit published for ``stem`` from the file at ``path``
@@ -959,16 +1095,21 @@ class MypyStore:
         self._prefetch([part for m in choice.values() for part in (m.meta, m.ex)])
         missing = {stem for stem, m in choice.items()
                    if m.meta not in self._blob_cache or m.ex not in self._blob_cache}
-        data = {m.data for stem, m in choice.items() if stem not in missing}
+        return missing | self._missing_data([(stem, m.data) for stem, m in choice.items()
+                                             if stem not in missing])
+
+    def _missing_data(self, data: Sequence[tuple[str, str]]) -> set[str]:
+        """Stems among ``data`` ((stem, data blob digest) pairs) whose data blob is not in the
+        store or damaged (read and checked now: see :meth:`_missing_parts`)."""
         if not data or self.backend is None:
-            return missing
+            return set()
         try:
-            present = self.backend.intact_blobs([bytes.fromhex(d) for d in sorted(data)])
+            present = self.backend.intact_blobs(sorted({bytes.fromhex(d) for _, d in data}))
         except StoreError as e:
             self._problem(str(e))
-            return set(choice)
+            return {stem for stem, _ in data}
         have = {d.hex() for d in present}
-        return missing | {stem for stem, m in choice.items() if m.data not in have}
+        return {stem for stem, d in data if d not in have}
 
     def _prune_inconsistent(
         self, found: dict[str, _Found], edges: dict[int, list[tuple[str, str]]]
@@ -1123,6 +1264,7 @@ class MypyStore:
                 self._share_with_session()
 
     def _publish(self) -> None:
+        self._account_fast_reads()
         assembled = {stem: unit for stem in sorted(self._dirty)
                      if (unit := self._assemble(stem)) is not None}
         units = list(assembled.values())
@@ -1133,8 +1275,11 @@ class MypyStore:
         self._dirty.clear()
         memo = self._sources.pending()
         # The snapshot, written in the same transaction, records these units too.
-        for stem, (key, manifest, _, _, source, path) in assembled.items():
+        for stem, (key, manifest, _, parts, source, path) in assembled.items():
             self._published_units[stem] = (key, manifest, source, path)
+            # What the snapshot serves for it next time is made from these.
+            self._blob_cache[manifest.meta] = parts[0]
+            self._blob_cache[manifest.ex] = parts[2]
         snapshot = self._snapshot_slot() if self._final else []
         if (not units and not self._unpublished_slots and not self._counter_deltas
                 and not memo and not self._used and not snapshot):

@@ -9,8 +9,10 @@ module paths are taken from mypy's *existing* lookup results, never by calling
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from metastore.cache_codec import canonical_json
@@ -35,6 +37,13 @@ class MypyView:
             getattr(self.options, name, False) for name in ("bazel", "use_fine_grained_cache"))
         self._options_cache: dict[str, str] = {}
         self._snapshot_keys: dict[tuple[tuple[str, object], ...], str] = {}
+        self._options_fingerprint: str | None = None
+        get_stat = getattr(manager, "get_stat", None)
+        #: The stat of the file mypy reads for a module path (its shadow file, if any), None
+        #: if there is none - mypy's own, cached for the build (``BuildManager.get_stat``):
+        #: the store and mypy's ``validate_meta`` see the same stat, taken once.
+        self.stat: Callable[[str], os.stat_result | None] = (
+            get_stat if callable(get_stat) else self._stat_or_none)
 
     # -- namespace ---------------------------------------------------------------------
 
@@ -65,6 +74,27 @@ class MypyView:
 
     def plugins_snapshot(self) -> dict[str, str]:
         return dict(getattr(self.manager, "plugins_snapshot", {}) or {})
+
+    def options_fingerprint(self) -> str:
+        """A digest of what every module's options snapshot (see :meth:`options_key`) is
+        computed from: the global options that affect the cache and the per-module sections
+        of the configuration, in their order. Equal fingerprints give equal snapshots; a
+        difference only costs a per-module comparison. "" if mypy has no such options."""
+        if self._options_fingerprint is None:
+            try:
+                platform, values = self.options.select_options_affecting_cache()
+                sections = list(getattr(self.options, "per_module_options", {}).items())
+                text = json.dumps([platform, values, sections], sort_keys=True, default=repr)
+                self._options_fingerprint = digest(text.encode()).hex()
+            except Exception:
+                self._options_fingerprint = ""
+        return self._options_fingerprint
+
+    def _stat_or_none(self, path: str) -> os.stat_result | None:
+        try:
+            return os.stat(self.source_file(path))
+        except OSError:
+            return None
 
     # -- per module ----------------------------------------------------------------------
 

@@ -503,10 +503,9 @@ class Layer:
             return None
         return data
 
-    def get_blobs(self, digests: Sequence[bytes], *, keep: bool = True) -> dict[bytes, bytes]:
+    def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
         """Return {digest: data} of those of *digests* present in this layer (and intact,
-        when verifying).  With ``keep=False`` the data is dropped after the check and the
-        values are empty (to check many large blobs in bounded memory)."""
+        when verifying)."""
         def query() -> dict[bytes, bytes]:
             found: dict[bytes, bytes] = {}
             for chunk in _chunks(digests):
@@ -515,7 +514,29 @@ class Layer:
                     d, data = bytes(raw), bytes(raw_data)
                     if self.verify and not self._intact(d, data):
                         continue
-                    found[d] = data if keep else b""
+                    found[d] = data
+            return found
+        return self.run(query)
+
+    def intact(self, digests: Sequence[bytes]) -> set[bytes]:
+        """Those of *digests* present in this layer and, when verifying, intact (each blob
+        is read, checked against its digest and dropped)."""
+        if not self.verify:
+            return self.have_blobs(digests)
+
+        def query() -> set[bytes]:
+            found: set[bytes] = set()
+            damaged: list[tuple[bytes, bytes]] = []
+            hasher = blake3.blake3
+            for chunk in _chunks(digests):
+                sql = f"SELECT digest, data FROM blobs WHERE digest IN ({_marks(len(chunk))})"
+                for blob_digest, data in self.conn.execute(sql, chunk):
+                    if hasher(data).digest() == blob_digest:
+                        found.add(blob_digest)
+                    else:
+                        damaged.append((blob_digest, data))
+            for blob_digest, data in damaged:
+                self._intact(blob_digest, data)  # records and reports it
             return found
         return self.run(query)
 
@@ -857,10 +878,7 @@ class Store:
             for _, layer in self._layers:
                 if not wanted:
                     break
-                if layer.verify:
-                    found.update(layer.get_blobs(wanted, keep=False))
-                else:
-                    found |= layer.have_blobs(wanted)
+                found |= layer.intact(wanted)
                 wanted = [d for d in wanted if d not in found]
         return found
 
