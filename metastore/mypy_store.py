@@ -288,6 +288,7 @@ class MypyStore:
         self._stats_seen: dict[str, os.stat_result] = {}  # path -> stat, snapshot offers
         self._asked: set[str] = set()  # stems whose meta mypy read
         self._final = False
+        self._started = time.time()  # earlier than every stat this store takes
         self._last_publish = time.monotonic()
         self._dirty: set[str] = set()
         self._offers: dict[str, Offer | None] = {}
@@ -1054,8 +1055,9 @@ class MypyStore:
                     continue
                 ex_rooted = roots.may_hold_tokens(stored_ex)
             # A file changed within the timestamp granularity could keep its signature: its
-            # record can only be proven by content (as in another checkout).
-            trusted = st is not None and old_enough(st, now)
+            # record can only be proven by content (as in another checkout). Every stat of
+            # this run was taken after it started.
+            trusted = st is not None and old_enough(st, self._started)
             records.append(run_snapshot.Record(
                 stem, roots.tokenize(path), signature(st) if st is not None and trusted
                 else _UNTRUSTED_SIGNATURE, layer, seq, key.hex(), m.snapshot_unit(), deps,

@@ -31,6 +31,7 @@ import struct
 import sys
 from array import array
 from collections.abc import Iterable, Mapping
+from itertools import accumulate
 from typing import NamedTuple
 
 import blake3
@@ -172,46 +173,47 @@ def encode(roots: Mapping[str, str], layers: str, records: Iterable[Record], *,
            options: str = "") -> bytes:
     """Deterministic bytes for a snapshot (records sorted by stem; dependencies as indices
     into them, those that are not records left out)."""
-    ordered = sorted(records, key=lambda r: r.stem)
+    ordered = sorted(records, key=_by_stem)
+    count = len(ordered)
     index = {r.stem: i for i, r in enumerate(ordered)}
+    ints = array("q", [v for r in ordered for v in r.signature + (r.layer, r.seq)])
+    # The unit's texts, interned: (bound, meta, data, ex, ex_part, hash, options) each.
     texts: dict[str, int] = {}
-    text_index = array("I")
-    ints = array("q")
-    flags = bytearray()
-    dep_offsets, deps = array("I", [0]), array("I")
-    meta_offsets, ex_offsets = array("I", [0]), array("I", [0])
-    untrusted = 0
-    for r in ordered:
-        ints.extend(r.signature)
-        ints.extend((r.layer, r.seq))
-        untrusted += r.signature[0] < 0
-        token, bound, meta, data, ex, ex_part, interface_hash, options_key, lp, par = r.unit
-        for text in (bound, meta, data, ex, ex_part, interface_hash, options_key):
-            text_index.append(texts.setdefault(text, len(texts)))
-        flags.append((_LP if lp else 0) | (_PAR if par else 0)
-                     | (_EX_ROOTED if r.ex_rooted else 0))
-        deps.extend(sorted({index[d] for d in r.deps if d in index}))
-        dep_offsets.append(len(deps))
-        meta_offsets.append(meta_offsets[-1] + len(r.meta))
-        ex_offsets.append(ex_offsets[-1] + len(r.ex))
+    intern = texts.setdefault
+    text_index = array("I", [intern(t, len(texts)) for r in ordered for t in r.unit[1:8]])
+    flags = bytes([(_LP if r.unit[8] else 0) | (_PAR if r.unit[9] else 0)
+                   | (_EX_ROOTED if r.ex_rooted else 0) for r in ordered])
+    get = index.get
+    dep_lists = [sorted({i for d in r.deps if (i := get(d)) is not None}) for r in ordered]
+    deps = array("I", [i for ds in dep_lists for i in ds])
     sections = [
-        _joined(r.stem for r in ordered),
-        _joined(r.module for r in ordered),
-        _joined((r.path for r in ordered), _PATH_SEP),
-        b"".join(bytes.fromhex(r.key) for r in ordered),
-        ints.tobytes(), _joined(texts), text_index.tobytes(), bytes(flags),
-        dep_offsets.tobytes(), deps.tobytes(),
-        meta_offsets.tobytes(), b"".join(r.meta for r in ordered),
-        ex_offsets.tobytes(), b"".join(r.ex for r in ordered),
+        _joined([r.stem for r in ordered]),
+        _joined([r.module for r in ordered]),
+        _joined([r.path for r in ordered], _PATH_SEP),
+        bytes.fromhex("".join([r.key for r in ordered])),
+        ints.tobytes(), _joined(texts), text_index.tobytes(), flags,
+        _offsets(map(len, dep_lists)), deps.tobytes(),
+        _offsets(len(r.meta) for r in ordered), b"".join([r.meta for r in ordered]),
+        _offsets(len(r.ex) for r in ordered), b"".join([r.ex for r in ordered]),
     ]
+    untrusted = sum(1 for r in ordered if r.signature[0] < 0)
     header = json.dumps({
         "roots": dict(sorted(roots.items())), "layers": layers, "options": options,
-        "count": len(ordered), "texts": len(texts), "untrusted": untrusted,
+        "count": count, "texts": len(texts), "untrusted": untrusted,
         "byteorder": sys.byteorder,
         "sections": [len(s) for s in sections],
     }, separators=(",", ":"), sort_keys=True).encode()
     body = b"".join([_LENGTH.pack(len(header)), header, *sections])
     return MAGIC + blake3.blake3(body).digest() + body
+
+
+def _by_stem(record: Record) -> str:
+    return record.stem
+
+
+def _offsets(lengths: Iterable[int]) -> bytes:
+    """Offsets (array "I") of consecutive items of these lengths: 0, then each end."""
+    return array("I", [0, *accumulate(lengths)]).tobytes()
 
 
 def decode(data: bytes) -> Snapshot | None:

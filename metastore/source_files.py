@@ -6,9 +6,12 @@ files, :class:`SourceKeys` remembers each file's digest together with its stat
 (size, mtime_ns, inode, ctime_ns) and trusts the remembered digest while the stat is
 unchanged. A file edited within the timestamp granularity of the moment its digest was
 recorded could keep an identical stat, so such "racy" digests are never recorded: a
-digest is remembered only for a file whose mtime and ctime are at least
-:data:`RACY_SECONDS` older than the moment it was read. (Stock mypy trusts mtime and
-size alone to skip re-hashing; this is stricter.)
+digest is remembered only for a file whose mtime and ctime are older than a moment before
+it was stat'ed by at least the file system's timestamp granularity with a margin -
+:data:`RACY_SECONDS` where timestamps are whole seconds (FAT, HFS+, ext3, some network
+file systems), :data:`RACY_SUBSECOND_SECONDS` where they have sub-second parts (a
+modification then gets a timestamp of the kernel's clock tick, at most 10 ms old). (Stock
+mypy trusts mtime and size alone to skip re-hashing; this is stricter.)
 
 The memo lives in the store's slots (mutable, keyed by a digest of the absolute path) and
 is written with the run's other writes; it knows nothing of mypy or SQLite.
@@ -24,8 +27,12 @@ from collections.abc import Callable, Sequence
 
 from metastore.store import digest
 
-#: Timestamp granularity margin: no file system we support is coarser (FAT: 2 s).
+#: Timestamp granularity margin for whole-second timestamps: no file system we support is
+#: coarser (FAT: 2 s).
 RACY_SECONDS = 2.0
+#: The margin for sub-second timestamps: ten times the coarsest clock tick Linux stamps
+#: files with (HZ=100); macOS and Windows stamp them finer.
+RACY_SUBSECOND_SECONDS = 0.1
 _RECORD = struct.Struct("<qqqq32s")  # size, mtime_ns, ino, ctime_ns, digest
 _SLOT_PREFIX = b"\0source-key\0"
 _DIRECTORY_KEY = digest(b"\0namespace-package-directory")
@@ -86,6 +93,7 @@ class SourceKeys:
     def get(self, paths: Sequence[str]) -> dict[str, SourceFile | None]:
         """The source file at each path (None if it cannot be read), with one memo lookup
         for all paths not seen before in this run."""
+        before = self._now()  # earlier than every stat below (see old_enough)
         todo: dict[str, tuple[bytes, os.stat_result | None]] = {}
         for path in paths:
             if path in self._files or path in todo:
@@ -115,10 +123,8 @@ class SourceKeys:
                 self._files[path] = None
                 continue
             self._files[path] = source
-            if source.was_read:
-                now = self._now()
-                if old_enough(st, now):
-                    self._pending[slot] = (now, _RECORD.pack(*signature(st), source.key))
+            if source.was_read and old_enough(st, before):
+                self._pending[slot] = (before, _RECORD.pack(*signature(st), source.key))
         return {path: self._files[path] for path in paths}
 
     def known(self, path: str) -> SourceFile | None:
@@ -154,8 +160,12 @@ def _remembered_key(record: bytes, st: os.stat_result) -> bytes | None:
     return bytes(key)
 
 
-def old_enough(st: os.stat_result, now: float) -> bool:
-    """True if the file's mtime and ctime are at least RACY_SECONDS before ``now``: an edit
-    after ``now`` cannot leave the same :func:`signature`."""
-    newest = max(st.st_mtime_ns, st.st_ctime_ns) / 1e9
-    return now - newest >= RACY_SECONDS
+def old_enough(st: os.stat_result, before: float) -> bool:
+    """True if the file's mtime and ctime are older than ``before`` - a moment no later than
+    when ``st`` was taken - by the timestamp granularity margin (:data:`RACY_SECONDS`, or
+    :data:`RACY_SUBSECOND_SECONDS` if either timestamp has a sub-second part): an edit after
+    the stat cannot leave the same :func:`signature`."""
+    mtime_ns, ctime_ns = st.st_mtime_ns, st.st_ctime_ns
+    whole = mtime_ns % 1_000_000_000 == 0 and ctime_ns % 1_000_000_000 == 0
+    margin = RACY_SECONDS if whole else RACY_SUBSECOND_SECONDS
+    return before - max(mtime_ns, ctime_ns) / 1e9 >= margin

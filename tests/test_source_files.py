@@ -5,7 +5,15 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from metastore.source_files import RACY_SECONDS, SourceFile, SourceKeys
+import pytest
+
+from metastore.source_files import (
+    RACY_SECONDS,
+    RACY_SUBSECOND_SECONDS,
+    SourceFile,
+    SourceKeys,
+    old_enough,
+)
 from metastore.store import Store, digest
 
 
@@ -54,7 +62,10 @@ def test_racy_digest_is_not_recorded(tmp_path: Path) -> None:
     store = Store(str(tmp_path / "s.db"))
     src = tmp_path / "m.py"
     src.write_text("x = 1\n")
-    keys = keys_with(store, os.stat(src).st_ctime + RACY_SECONDS / 2)
+    st = os.stat(src)
+    if st.st_ctime_ns % 10**9 == 0 and st.st_mtime_ns % 10**9 == 0:
+        pytest.fail("this test needs a file system with sub-second timestamps")
+    keys = keys_with(store, st.st_ctime + RACY_SUBSECOND_SECONDS / 2)
     got = keys.get([str(src)])[str(src)]
     assert got is not None and got.key == digest(b"x = 1\n")
     assert keys.pending() == []
@@ -76,3 +87,26 @@ def test_sha1_on_request_matches_mypy(tmp_path: Path) -> None:
     src.write_bytes(b"y: int = 2\n")
     assert SourceFile(str(src)).sha1 == ""
     assert SourceFile(str(src), with_sha1=True).sha1 == hash_digest(b"y: int = 2\n")
+
+
+class _Stat:
+    def __init__(self, mtime_ns: int, ctime_ns: int) -> None:
+        self.st_mtime_ns, self.st_ctime_ns = mtime_ns, ctime_ns
+
+
+@pytest.mark.parametrize(("mtime", "ctime", "before", "trusted"), [
+    # whole-second timestamps (FAT, HFS+, ext3): two seconds of margin
+    (100.0, 100.0, 101.9, False),
+    (100.0, 100.0, 102.0, True),
+    (100.0, 101.0, 102.5, False),  # the newer of the two counts
+    # sub-second timestamps: a tenth of a second
+    (100.25, 100.0, 100.3, False),
+    (100.0, 100.25, 100.36, True),
+    (100.5, 100.5, 100.59, False),
+    (100.5, 100.5, 100.61, True),
+])
+def test_racy_margin_follows_the_timestamp_granularity(
+        mtime: float, ctime: float, before: float, trusted: bool) -> None:
+    st = _Stat(round(mtime * 1e9), round(ctime * 1e9))
+    assert old_enough(st, before) is trusted  # type: ignore[arg-type]
+    assert RACY_SECONDS == 2.0 and RACY_SUBSECOND_SECONDS == 0.1
