@@ -1021,9 +1021,13 @@ class MypyStore:
         records = []
         meta_suffix, ex_part = ".meta" + codec.suffix, codec.ex_part
         ex_suffix = f".{ex_part}{codec.suffix}"
+        index = self._snapshot_index()
+        stems = snapshot.stems if snapshot is not None else []
+        offers, stats_seen, started = self._offers, self._stats_seen, self._started
+        Record, tokenize = run_snapshot.Record, roots.tokenize
         for stem in self._asked:
             published = self._published_units.get(stem)
-            offer = self._offers.get(stem)
+            offer = offers.get(stem)
             st: os.stat_result | None
             if published is not None:
                 key, m, source, path = published
@@ -1035,18 +1039,21 @@ class MypyStore:
                                             offer.key)
                 if seq < 0:
                     layer = -1  # still to be looked up by key (see _locate_unknown)
-                known = self._sources.known(view.source_file(path))
-                st = known.stat if known is not None else self._stats_seen.get(path)
+                st = stats_seen.get(path)
+                if st is None:
+                    known = self._sources.known(view.source_file(path))
+                    st = known.stat if known is not None else None
             else:
                 continue
             meta = self._served_part(offer, "meta", stem + meta_suffix)
             ex = self._served_part(offer, ex_part, stem + ex_suffix)
             if meta is None or ex is None:
                 continue  # not servable as recorded: chosen anew next time
-            if stem in self._from_snapshot and published is None and snapshot is not None:
-                i = self._snapshot_index()[stem]
-                deps = tuple(snapshot.stems[d] for d in snapshot.deps(i))
+            i = index.get(stem) if published is None and stem in self._from_snapshot else None
+            if i is not None and snapshot is not None:
+                deps = tuple(map(stems.__getitem__, snapshot.deps(i)))
                 ex_rooted = snapshot.ex_rooted(i)
+                module = snapshot.modules[i]
             else:
                 deps = tuple(dep_stem for dep, _ in m.deps
                              if (dep_stem := self._stem_of(dep, view)) is not None)
@@ -1054,14 +1061,15 @@ class MypyStore:
                 if stored_ex is None:
                     continue
                 ex_rooted = roots.may_hold_tokens(stored_ex)
+                module = module_id(stem)
             # A file changed within the timestamp granularity could keep its signature: its
             # record can only be proven by content (as in another checkout). Every stat of
             # this run was taken after it started.
-            trusted = st is not None and old_enough(st, self._started)
-            records.append(run_snapshot.Record(
-                stem, roots.tokenize(path), signature(st) if st is not None and trusted
+            trusted = st is not None and old_enough(st, started)
+            records.append(Record(
+                stem, tokenize(path), signature(st) if st is not None and trusted
                 else _UNTRUSTED_SIGNATURE, layer, seq, key.hex(), m.snapshot_unit(), deps,
-                meta, ex, ex_rooted, module_id(stem)))
+                meta, ex, ex_rooted, module))
         data = run_snapshot.encode(_root_paths(roots), self._layers_identity(), records,
                                    options=view.options_fingerprint())
         if not records or data == self._snapshot_read:
