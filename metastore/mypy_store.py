@@ -189,7 +189,8 @@ class Manifest(NamedTuple):
 
 #: A module's entry during selection: (path mypy uses, its source, usable candidates as
 #: (layer, seq, manifest)), or None if the module cannot be offered.
-_Found: TypeAlias = "tuple[str, SourceFile, list[tuple[int, int, Manifest]]] | None"
+_Candidates: TypeAlias = "tuple[str, SourceFile, list[tuple[int, int, Manifest]]]"
+_Found: TypeAlias = "_Candidates | None"
 
 
 class Offer(NamedTuple):
@@ -293,6 +294,8 @@ class MypyStore:
         self._dirty: set[str] = set()
         self._offers: dict[str, Offer | None] = {}
         self._sources = SourceKeys(self._memo_slots)
+        # stem -> what _candidates found for it in this run (modules found, files read)
+        self._candidates_memo: dict[str, _Candidates] = {}
         self._blob_cache: dict[str, bytes] = {}
         self._publishing = backend is not None
         self._pinned: set[str] = set()
@@ -916,6 +919,10 @@ class MypyStore:
         # the dependency's new unit (mypy would re-check it otherwise).
         changed = [i for i, stem in enumerate(stems) if stem not in chosen or stem in missing]
         if changed:
+            keeps = self._keeps_recorded_interface(
+                [stems[i] for i in changed if stems[i] not in missing], view)
+            changed = [i for i in changed if stems[i] not in keeps]
+        if changed:
             dependents: dict[int, list[int]] = {}
             for i in range(len(stems)):
                 for dep in snapshot.deps(i):
@@ -956,6 +963,22 @@ class MypyStore:
             _debug(f"snapshot ({'here' if is_here else 'portable'}): "
                    f"{len(stems)} records, {len(unproven)} compared by content, "
                    f"{len(chosen) - len(missing)} offered, {len(served)} served as recorded")
+
+    def _keeps_recorded_interface(self, stems: Sequence[str], view: MypyView) -> set[str]:
+        """Those of ``stems`` (records of this checkout's snapshot that were not taken) that
+        mypy will see with their recorded interface hash: edited into content the store
+        has no unit for, they are offered their previous unit - the recorded one (see
+        :meth:`_offer_previous`) - so the records that depend on them still hold. If the
+        edit changed the interface, mypy re-checks those dependents itself; a unit the
+        store might hold for them against the new interface was recorded against content
+        of this module the store would then have a unit for. (One lookup for all.)"""
+        last = [stem for stem in stems if stem in self._last_run]
+        if not last or not view.abandons_metas_of_changed_files:
+            return set()
+        found = self._candidates(last, view)
+        return {stem for stem, entry in found.items()
+                if entry is not None and not entry[2] and not entry[1].is_dir
+                and entry[0] == self._last_run[stem][0]}
 
     def _locate_unknown(
         self, snapshot: run_snapshot.Snapshot,
@@ -1201,7 +1224,12 @@ class MypyStore:
         """
         result: dict[str, _Found] = dict.fromkeys(stems)
         paths: dict[str, str] = {}
+        memo = self._candidates_memo
         for stem in stems:
+            known = memo.get(stem)
+            if known is not None:  # a copy: selection prunes the list
+                result[stem] = (known[0], known[1], list(known[2]))
+                continue
             module = module_id(stem)
             path = self._module_path(module, view)
             if path is not None and stem_for(module, path) == stem:
@@ -1233,6 +1261,7 @@ class MypyStore:
                 if manifest is not None and self._usable(manifest, module, path, view, roots,
                                                          fingerprint):
                     usable.append((stored.layer, stored.seq, manifest))
+            memo[stem] = (path, entry[1], list(usable))
         return result
 
     @staticmethod

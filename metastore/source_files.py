@@ -62,9 +62,7 @@ class SourceFile:
         if key is not None and not with_sha1:
             self.key = key
             return
-        with open(path, "rb") as f:
-            data = f.read()
-        after = os.stat(path)
+        data, after = _read(path, st.st_size)
         if len(data) != st.st_size or signature(after) != signature(st):
             raise OSError(f"{path} changed while it was read")
         if with_sha1:
@@ -73,6 +71,25 @@ class SourceFile:
             self.sha1 = hash_digest(data)
         self.key = digest(data)
         self.was_read = True
+
+
+def _read(path: str, size: int) -> tuple[bytes, os.stat_result]:
+    """The bytes of the file at ``path`` (at most ``size`` + 1: one more than expected means
+    it grew) and its stat once read (of the file read, even if ``path`` was replaced since).
+    Plain file descriptors: a buffered file object costs more than reading a small file."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_BINARY", 0))
+    try:
+        chunks = []
+        left = size + 1
+        while left > 0:
+            chunk = os.read(fd, left)
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks), os.fstat(fd)
+    finally:
+        os.close(fd)
 
 
 class SourceKeys:

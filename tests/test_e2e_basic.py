@@ -236,6 +236,36 @@ def test_run_snapshot_offers_only_files_whose_stat_is_unchanged(harness: Harness
     assert _snapshot_offers(log)[-1] == second - 1
 
 
+def test_an_edit_keeping_the_interface_leaves_the_dependents_to_the_snapshot(
+        harness: Harness, tmp_path: Path) -> None:
+    """The core module, imported by nearly every module, edited in its body only: its
+    dependents' records still hold (mypy keeps the core's recorded interface hash from its
+    previous unit), so they are offered from the run snapshot - every record but the core's
+    - and only the core is re-checked. An edit of its interface is re-checked with its
+    dependents, exactly as without the store; reverting to the first version is warm."""
+    h = harness
+    proj, files, log, env = _project_with_debug_log(tmp_path)
+    _cold(h, proj)
+    time.sleep(0.2)  # older than the racy window of sub-second timestamps
+    h.check(h.dropin(proj, env=env, cache_dir=h.fresh_cache_dir()), warm=True)  # records
+    kind, records, _, offered = snapshot_lines(log)[-1]
+    assert kind == "here" and offered == records > 40, snapshot_lines(log)
+
+    body_only = dict(files)
+    body_only[gen.CORE] = files[gen.CORE].replace("return x * 2", "return 2 * x")
+    assert body_only[gen.CORE] != files[gen.CORE]
+    gen.write_tree(proj, body_only)
+    v, _ = h.check(h.dropin(proj, env=env, cache_dir=h.fresh_cache_dir()), rechecked=1)
+    assert v.rechecked_modules == ("pkg0.core",), v.rechecked_modules
+    assert snapshot_lines(log)[-1] == ("here", records, 1, records - 1), snapshot_lines(log)
+
+    gen.write_tree(proj, gen.edit_core(files, 1))
+    v, _ = h.check(h.dropin(proj, env=env, cache_dir=h.fresh_cache_dir()))
+    assert v.rechecked > 20, "the interface changed: its dependents too"
+    gen.write_tree(proj, files)
+    h.check(h.dropin(proj, env=env, cache_dir=h.fresh_cache_dir()), warm=True)
+
+
 def test_a_copy_of_the_tree_takes_the_snapshot_by_content(harness: Harness,
                                                           tmp_path: Path) -> None:
     """A checkout at another path (other inodes, fresh mtimes) has no snapshot of its own:

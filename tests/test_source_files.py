@@ -110,3 +110,20 @@ def test_racy_margin_follows_the_timestamp_granularity(
     st = _Stat(round(mtime * 1e9), round(ctime * 1e9))
     assert old_enough(st, before) is trusted  # type: ignore[arg-type]
     assert RACY_SECONDS == 2.0 and RACY_SUBSECOND_SECONDS == 0.1
+
+
+@pytest.mark.parametrize("content", [b"", b"x", b"y = 1\n" * 20000])
+def test_content_key_of_files_of_any_size(tmp_path: Path, content: bytes) -> None:
+    src = tmp_path / "m.py"
+    src.write_bytes(content)
+    got = SourceFile(str(src), with_sha1=True)
+    assert got.key == digest(content) and got.size == len(content) and got.was_read
+
+
+def test_a_file_that_grew_since_its_stat_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "m.py"
+    src.write_bytes(b"x = 1\n")
+    st = os.stat(src)
+    src.write_bytes(b"x = 1\ny = 2\n")
+    with pytest.raises(OSError, match="changed while it was read"):
+        SourceFile(str(src), st=st)
