@@ -271,6 +271,7 @@ class MypyStore:
         self._snapshot_read: bytes | None = None  # its bytes, if it is this checkout's
         self._snapshot_keys_memo: tuple[bytes, bytes] | None = None
         self._snapshot_stem_index: dict[str, int] | None = None
+        self._snapshot_base = b""  # the slot of the (full) snapshot read
         # stem -> (path, record index) of the units this checkout's last run had, for
         # modules mypy resolves the same: each is that module's previous unit (see
         # _offer_previous).
@@ -282,6 +283,7 @@ class MypyStore:
         # their units, and the names mypy read through the fast path of read().
         self._image_parts: dict[str, bytes] = {}
         self._image_data: set[str] = set()
+        self._image_stems: set[str] = set()
         self._fast_reads = False  # read()/getmtime() answer from those first (no workers)
         self._fast_taken: list[str] = []
         # stem -> (unit key, manifest, source file, path mypy used) of units published
@@ -821,43 +823,28 @@ class MypyStore:
         """
         if self.backend is None or view.parallel_worker or self._codec is None:
             return
-        here, portable = self._snapshot_keys(view)
-        try:
-            slots = self.backend.get_slots([here, portable])
-        except StoreError as e:
-            self._problem(str(e))
+        found = self._read_snapshot(view)
+        if found is None:
             return
-        slot = slots.get(here) or slots.get(portable)
-        if slot is not None and slot[1].startswith(_SNAPSHOT_POINTER):
-            try:  # the portable slot names the snapshot slot of the checkout that wrote it
-                slot = self.backend.get_slot(slot[1][len(_SNAPSHOT_POINTER):])
-            except StoreError as e:
-                self._problem(str(e))
-                return
-        if slot is None:
-            return
-        self.stats.read_bytes += len(slot[1])
-        snapshot = run_snapshot.decode(slot[1])
-        if snapshot is None:
-            return
-        # Rewritten at the end unless it is this checkout's and nothing changed.
-        is_here = here in slots
-        self._snapshot = snapshot
-        self._snapshot_read = slot[1] if is_here else None
+        snapshot, recorded, is_here = found
         stems, modules, tokens, ints = snapshot.stems, snapshot.modules, snapshot.paths, \
             snapshot.ints
         roots = view.roots()
         fingerprint = roots.fingerprint()
         current = _root_paths(roots)
+        # Roots whose files are other files than the recorded ones (proven by content), and
+        # roots whose paths differ from those the entries were served under (patched).
         changed_roots = {name for name in snapshot.roots.keys() | current.keys()
                          if snapshot.roots.get(name) != current.get(name)}
+        moved_roots = {name for name in snapshot.served_roots.keys() | current.keys()
+                       if snapshot.served_roots.get(name) != current.get(name)}
         same_layers = snapshot.layers == self._layers_identity()
         options_fingerprint = view.options_fingerprint()
         same_options = bool(options_fingerprint) and snapshot.options == options_fingerprint
         # Units the recording run published are in this top; while they are younger than
         # the last-use grain, touching them would change nothing, so their entries need
         # not be looked up (their hits are the top's).
-        published_recently = same_layers and time.time() - slot[0] < TOUCH_GRAIN_S
+        published_recently = same_layers and time.time() - recorded < TOUCH_GRAIN_S
         stat = view.stat
         offers, known_path = self._offers, self._paths.get
         # stem -> (record index, path mypy uses, stat, proven by content)
@@ -911,7 +898,7 @@ class MypyStore:
         manifests = {stem: of_unit(snapshot.unit(i)) for stem, (i, _, _, _) in chosen.items()}
         # Served as recorded: the meta, and the meta_ex/err where its paths hold here.
         served = {stem for stem, (i, _, _, _) in chosen.items()
-                  if same_layers and not (changed_roots and snapshot.ex_rooted(i))}
+                  if same_layers and not (moved_roots and snapshot.ex_rooted(i))}
         missing = self._missing_parts(
             {stem: m for stem, m in manifests.items() if stem not in served})
         missing |= self._missing_data([(stem, manifests[stem].data) for stem in served])
@@ -950,19 +937,63 @@ class MypyStore:
                 continue
             meta: bytes | None = snapshot.meta(i)
             token = tokens[i]
-            if by_content or (token.startswith("\0")
-                              and Roots.root_name(token) in changed_roots):
+            root = Roots.root_name(token) if token.startswith("\0") else (
+                None if os.path.isabs(token) else ".")
+            if by_content or root in moved_roots:  # another mtime, or another path
                 meta = codec.patched_meta(snapshot.meta(i), stem + data_suffix, path=path,
                                           mtime=offer.mtime, size=offer.size)
             if meta is not None:
                 parts[stem + meta_suffix] = meta
                 parts[stem + ex_suffix] = snapshot.ex(i)
                 self._image_data.add(stem + data_suffix)
+                self._image_stems.add(stem)
         self._fast_reads = not view.has_workers
         if _DEBUG:
             _debug(f"snapshot ({'here' if is_here else 'portable'}): "
                    f"{len(stems)} records, {len(unproven)} compared by content, "
                    f"{len(chosen) - len(missing)} offered, {len(served)} served as recorded")
+
+    def _read_snapshot(self, view: MypyView
+                       ) -> tuple[run_snapshot.Snapshot, float, bool] | None:
+        """The run snapshot for this build (with the time it was recorded, and whether it is
+        this checkout's), or None: this checkout's slot, else the last one written by any
+        checkout (the portable slot names it). A snapshot derived from another (see
+        :mod:`metastore.run_snapshot`) is read with that one, and holds only while that one
+        is unchanged. Remembers what the end of the build compares with and derives from."""
+        assert self.backend is not None
+        here, portable = self._snapshot_keys(view)
+        try:
+            slots = self.backend.get_slots([here, portable])
+            portable_slot = slots.get(portable)
+            if portable_slot is not None and portable_slot[1].startswith(_SNAPSHOT_POINTER):
+                # the portable slot names the snapshot slot of the checkout that wrote it
+                pointed = portable_slot[1][len(_SNAPSHOT_POINTER):]
+                portable_slot = slots.get(pointed) or self.backend.get_slot(pointed)
+                portable = pointed
+            for key, slot in ((here, slots.get(here)), (portable, portable_slot)):
+                if slot is None:
+                    continue
+                self.stats.read_bytes += len(slot[1])
+                base_key, base = key, slot
+                derived = run_snapshot.decode_derived(slot[1])
+                if derived is not None:
+                    base_key = derived.base_key
+                    base_slot = self.backend.get_slot(base_key)
+                    if base_slot is None:
+                        continue
+                    base = base_slot
+                    self.stats.read_bytes += len(base[1])
+                snapshot = run_snapshot.decode(base[1])
+                if snapshot is None or (derived is not None and not snapshot.derive(derived)):
+                    continue
+                # Rewritten at the end unless it is this checkout's and nothing changed.
+                self._snapshot = snapshot
+                self._snapshot_read = slot[1] if key == here else None
+                self._snapshot_base = base_key
+                return snapshot, base[0], key == here
+        except StoreError as e:
+            self._problem(str(e))
+        return None
 
     def _keeps_recorded_interface(self, stems: Sequence[str], view: MypyView) -> set[str]:
         """Those of ``stems`` (records of this checkout's snapshot that were not taken) that
@@ -1041,12 +1072,26 @@ class MypyStore:
             return []  # every module came from the snapshot and nothing was re-checked
         now = time.time()
         roots = view.roots()
+        here, portable = self._snapshot_keys(view)
+        if (snapshot is not None and self._snapshot_base != here
+                and len(self._image_stems) == len(snapshot) and self._asked <= self._image_stems
+                and not self._published_seq):
+            # Every record was served as another checkout's snapshot recorded it: derive.
+            derived = run_snapshot.encode_derived(
+                self._snapshot_base, snapshot.checksum, _root_paths(roots),
+                [self._trusted_signature(self._stats_seen.get(offer.path))
+                 if (offer := self._offers.get(stem)) is not None else _UNTRUSTED_SIGNATURE
+                 for stem in snapshot.stems])
+            if derived == self._snapshot_read:
+                return []
+            self._snapshot_read = derived
+            return [(here, now, derived), (portable, now, _SNAPSHOT_POINTER + here)]
         records = []
         meta_suffix, ex_part = ".meta" + codec.suffix, codec.ex_part
         ex_suffix = f".{ex_part}{codec.suffix}"
         index = self._snapshot_index()
         stems = snapshot.stems if snapshot is not None else []
-        offers, stats_seen, started = self._offers, self._stats_seen, self._started
+        offers, stats_seen = self._offers, self._stats_seen
         Record, tokenize = run_snapshot.Record, roots.tokenize
         for stem in self._asked:
             published = self._published_units.get(stem)
@@ -1085,21 +1130,24 @@ class MypyStore:
                     continue
                 ex_rooted = roots.may_hold_tokens(stored_ex)
                 module = module_id(stem)
-            # A file changed within the timestamp granularity could keep its signature: its
-            # record can only be proven by content (as in another checkout). Every stat of
-            # this run was taken after it started.
-            trusted = st is not None and old_enough(st, started)
             records.append(Record(
-                stem, tokenize(path), signature(st) if st is not None and trusted
-                else _UNTRUSTED_SIGNATURE, layer, seq, key.hex(), m.snapshot_unit(), deps,
-                meta, ex, ex_rooted, module))
+                stem, tokenize(path), self._trusted_signature(st), layer, seq, key.hex(),
+                m.snapshot_unit(), deps, meta, ex, ex_rooted, module))
         data = run_snapshot.encode(_root_paths(roots), self._layers_identity(), records,
                                    options=view.options_fingerprint())
         if not records or data == self._snapshot_read:
             return []
         self._snapshot_read = data
-        here, portable = self._snapshot_keys(view)
         return [(here, now, data), (portable, now, _SNAPSHOT_POINTER + here)]
+
+    def _trusted_signature(self, st: os.stat_result | None) -> tuple[int, int, int, int]:
+        """The signature a snapshot records for a file of this stat: its own, or - for a file
+        changed within the timestamp granularity, which could keep its signature - one no
+        file has (the record can then only be proven by content, as in another checkout).
+        Every stat of this run was taken after it started."""
+        if st is None or not old_enough(st, self._started):
+            return _UNTRUSTED_SIGNATURE
+        return signature(st)
 
     def _snapshot_index(self) -> dict[str, int]:
         """Record index by stem in the snapshot read at the start of the build."""

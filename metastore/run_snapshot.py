@@ -21,6 +21,12 @@ The encoding is columnar and binary, so that decoding a snapshot of 10,000 modul
 slices and splits rather than 10,000 parsed records; a blake3 checksum over the body makes a
 damaged snapshot read as no snapshot.
 
+A new checkout of a tree (a worktree, a sandbox) takes the last snapshot of another by
+content; what it records differs from that one only in where the files are and their stat
+signatures. It records a *derived* snapshot: the slot and checksum of the snapshot it was
+taken from, its own roots and signatures (32 bytes a record instead of the entries); its
+metas are patched for the files on each run. It holds while that snapshot is unchanged.
+
 Knows nothing of mypy or SQLite: records in, bytes out.
 """
 
@@ -36,8 +42,10 @@ from typing import NamedTuple
 
 import blake3
 
-#: Leading bytes of an encoded snapshot (the format before this one was JSON).
+#: Leading bytes of an encoded snapshot (the format before this one was JSON), and of a
+#: derived one.
 MAGIC = b"mypy-metastore run snapshot 2\n"
+DERIVED_MAGIC = b"mypy-metastore derived run snapshot 2\n"
 _LENGTH = struct.Struct("<I")
 _CHECKSUM_SIZE = 32
 _SEP = "\0"  # between strings: no stem, module id, digest or JSON text holds a raw NUL
@@ -92,13 +100,18 @@ class Snapshot:
     ctime_ns, layer, seq), ``flags``; the rest through the methods.
     """
 
-    __slots__ = ("roots", "layers", "options", "untrusted", "stems", "modules", "paths",
+    __slots__ = ("roots", "served_roots", "checksum", "layers", "options", "untrusted",
+                 "stems", "modules", "paths",
                  "ints", "flags", "_keys", "_texts", "_text_index", "_dep_offsets", "_deps",
                  "_meta_offsets", "_metas", "_ex_offsets", "_exs")
 
     def __init__(self, roots: dict[str, str], layers: str, options: str, untrusted: int,
                  sections: list[bytes], count: int, text_count: int) -> None:
         self.roots = roots
+        #: The roots the served entries were recorded under (``roots``, but in a snapshot
+        #: derived from another: that one's).
+        self.served_roots = roots
+        self.checksum = b""  # see checksum()
         self.layers = layers
         self.options = options
         self.untrusted = untrusted
@@ -168,6 +181,20 @@ class Snapshot:
     def records(self) -> list[Record]:
         return [self.record(i) for i in range(len(self))]
 
+    def derive(self, derived: Derived) -> bool:
+        """Take the roots and signatures of ``derived`` (a snapshot derived from this one);
+        False (and unchanged) if it was derived from another snapshot or another version of
+        this one."""
+        sigs = derived.signatures
+        if derived.base_checksum != self.checksum or len(sigs) != 4 * len(self):
+            return False
+        ints = self.ints
+        for field in range(4):
+            ints[field::_INTS] = sigs[field::4]
+        self.roots = derived.roots
+        self.untrusted = derived.untrusted
+        return True
+
 
 def encode(roots: Mapping[str, str], layers: str, records: Iterable[Record], *,
            options: str = "") -> bytes:
@@ -205,6 +232,65 @@ def encode(roots: Mapping[str, str], layers: str, records: Iterable[Record], *,
     }, separators=(",", ":"), sort_keys=True).encode()
     body = b"".join([_LENGTH.pack(len(header)), header, *sections])
     return MAGIC + blake3.blake3(body).digest() + body
+
+
+class Derived:
+    """A snapshot derived from another (see the module docstring): ``base_key`` the slot of
+    that snapshot, ``base_checksum`` its checksum, then this checkout's ``roots``, the
+    ``signatures`` of its files (4 per record of the base, in its order) and how many of
+    them are ``untrusted``."""
+
+    __slots__ = ("base_key", "base_checksum", "roots", "signatures", "untrusted")
+
+    def __init__(self, base_key: bytes, base_checksum: bytes, roots: dict[str, str],
+                 signatures: array[int], untrusted: int) -> None:
+        self.base_key = base_key
+        self.base_checksum = base_checksum
+        self.roots = roots
+        self.signatures = signatures
+        self.untrusted = untrusted
+
+
+def encode_derived(base_key: bytes, base_checksum: bytes, roots: Mapping[str, str],
+                   signatures: Iterable[tuple[int, int, int, int]]) -> bytes:
+    """Deterministic bytes for a derived snapshot (``signatures`` in the base's order)."""
+    sigs = [sig for sig in signatures]
+    values = array("q", [v for sig in sigs for v in sig])
+    header = json.dumps({
+        "roots": dict(sorted(roots.items())), "byteorder": sys.byteorder,
+        "untrusted": sum(1 for sig in sigs if sig[0] < 0),
+    }, separators=(",", ":"), sort_keys=True).encode()
+    body = b"".join([base_key, base_checksum, _LENGTH.pack(len(header)), header,
+                     values.tobytes()])
+    return DERIVED_MAGIC + blake3.blake3(body).digest() + body
+
+
+def decode_derived(data: bytes) -> Derived | None:
+    """The derived snapshot in ``data``; None if it is not one."""
+    try:
+        if not data.startswith(DERIVED_MAGIC):
+            return None
+        start = len(DERIVED_MAGIC) + _CHECKSUM_SIZE
+        if blake3.blake3(data[start:]).digest() != data[len(DERIVED_MAGIC): start]:
+            return None
+        base_key = data[start: start + 32]
+        base_checksum = data[start + 32: start + 64]
+        (length,) = _LENGTH.unpack_from(data, start + 64)
+        at = start + 64 + _LENGTH.size
+        header = json.loads(data[at: at + length])
+        roots, untrusted, order = header["roots"], header["untrusted"], header["byteorder"]
+        if not (len(base_key) == len(base_checksum) == 32 and type(roots) is dict
+                and all(type(v) is str for v in roots.values())
+                and type(untrusted) is int and order in ("little", "big")):
+            return None
+        signatures = _ints("q", data[at + length:])
+        if len(signatures) % 4:
+            return None
+        if order != sys.byteorder:
+            signatures.byteswap()
+        return Derived(base_key, base_checksum, roots, signatures, untrusted)
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error):
+        return None
 
 
 def _by_stem(record: Record) -> str:
@@ -252,6 +338,7 @@ def decode(data: bytes) -> Snapshot | None:
         if header["byteorder"] != sys.byteorder:
             sections = _swapped(sections)
         snapshot = Snapshot(roots, layers, options, untrusted, sections, count, text_count)
+        snapshot.checksum = checksum
         return snapshot if _consistent(snapshot, count, text_count) else None
     except (ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error):
         return None

@@ -7,6 +7,7 @@ re-checked (from ``mypy -v``) as claimed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -295,6 +296,54 @@ def test_a_copy_of_the_tree_takes_the_snapshot_by_content(harness: Harness,
     assert gen.module_name(leaf) in v.rechecked_modules, v.rechecked_modules
     kind, records, compared, offered = snapshot_lines(log)[-1]
     assert kind == "portable" and offered == records - 1, snapshot_lines(log)
+
+
+def _slots_starting_with(store: Path, prefix: bytes) -> list[int]:
+    """Sizes of the store's slots whose value starts with ``prefix``."""
+    import sqlite3
+
+    with contextlib.closing(sqlite3.connect(store)) as c:
+        return [n for (n,) in c.execute(
+            "SELECT length(data) FROM slots WHERE substr(data, 1, ?) = ?",
+            (len(prefix), prefix))]
+
+
+def test_a_new_checkout_records_its_snapshot_derived_from_the_one_it_took(
+        harness: Harness, tmp_path: Path) -> None:
+    """A checkout that took every record of another checkout's snapshot by content records
+    only its roots and stat signatures, against that snapshot (a derived snapshot, a few
+    bytes a record); its next runs are served from it by stat. Once the other checkout's
+    snapshot changes, the derived one no longer holds and the checkout is served as a new
+    one again - exact all along."""
+    from metastore.run_snapshot import DERIVED_MAGIC, MAGIC
+
+    h = harness
+    proj, files, log, env = _project_with_debug_log(tmp_path)
+    _cold(h, proj)
+    time.sleep(0.2)  # older than the racy window of sub-second timestamps
+    h.check(h.dropin(proj, env=env, cache_dir=h.fresh_cache_dir()), warm=True)
+    full = _slots_starting_with(h.store, MAGIC)
+    assert len(full) == 1, full
+
+    copy = tmp_path / "copy"
+    shutil.copytree(proj, copy)
+    time.sleep(0.2)
+    h.check(h.dropin(copy, env=env, cache_dir=h.fresh_cache_dir()), warm=True)
+    kind, records, compared, offered = snapshot_lines(log)[-1]
+    assert kind == "portable" and compared > 40 and offered == records, snapshot_lines(log)
+    derived = _slots_starting_with(h.store, DERIVED_MAGIC)
+    assert len(derived) == 1 and derived[0] < full[0] / 10, (derived, full)
+    assert len(_slots_starting_with(h.store, MAGIC)) == 1, "no second full snapshot"
+    h.check(h.dropin(copy, env=env, cache_dir=h.fresh_cache_dir()), warm=True)
+    assert snapshot_lines(log)[-1] == ("here", records, 0, records), snapshot_lines(log)
+
+    leaf = gen.leaf_path(SPEC)
+    gen.write_tree(proj, gen.edit_leaf(files, SPEC, 1))  # the first checkout moves on
+    h.check(h.dropin(proj, env=env, cache_dir=h.fresh_cache_dir()))
+    v, _ = h.check(h.dropin(copy, env=env, cache_dir=h.fresh_cache_dir()), warm=True)
+    kind, _, compared, offered = snapshot_lines(log)[-1]
+    assert kind == "portable" and compared > 40, snapshot_lines(log)
+    assert gen.module_name(leaf) not in v.rechecked_modules
 
 
 def test_the_previous_unit_is_the_one_the_last_run_had(harness: Harness,

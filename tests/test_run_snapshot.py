@@ -150,3 +150,37 @@ def test_garbage_is_not_a_snapshot() -> None:
     assert decode(b'{"roots": {}, "layers": "[]", "records": []}') is None  # format 1
     assert decode(MAGIC) is None
     assert decode(b"") is None
+
+
+def test_a_derived_snapshot_takes_roots_and_signatures_of_its_checkout() -> None:
+    from metastore.run_snapshot import decode_derived, encode_derived
+
+    base = decode(GOOD)
+    assert base is not None
+    signatures = [(20, 30, 40, 50), (-1, -1, -1, -1)]
+    data = encode_derived(b"k" * 32, base.checksum, {"cwd": "/other"}, signatures)
+    assert data == encode_derived(b"k" * 32, base.checksum, {"cwd": "/other"}, signatures)
+    derived = decode_derived(data)
+    assert derived is not None and derived.base_key == b"k" * 32 and derived.untrusted == 1
+    assert base.derive(derived)
+    assert base.roots == {"cwd": "/other"} and base.served_roots == ROOTS
+    assert [base.signature(i) for i in range(2)] == signatures
+    assert base.untrusted == 1
+    assert [r.stem for r in base.records] == ["pkg/a", "pkg/b"]  # the rest as recorded
+
+
+def test_a_derived_snapshot_holds_only_for_the_snapshot_it_was_derived_from() -> None:
+    from metastore.run_snapshot import decode_derived, encode_derived
+
+    base, other = decode(GOOD), decode(encode(ROOTS, "[]", [record("pkg/a", "pkg/a.py")]))
+    assert base is not None and other is not None
+    data = encode_derived(b"k" * 32, base.checksum, {}, [(1, 2, 3, 4)] * 2)
+    derived = decode_derived(data)
+    assert derived is not None
+    assert not other.derive(derived)  # another snapshot (and another number of records)
+    changed = decode(encode(ROOTS, "[]", [record("pkg/a", "pkg/a.py", seq=99),
+                                          record("pkg/b", "pkg/b.py")]))
+    assert changed is not None and not changed.derive(derived)  # another version
+    assert decode_derived(data[:-1]) is None  # truncated
+    assert decode_derived(data[:-8] + bytes(8)) is None  # checksum
+    assert decode_derived(GOOD) is None and decode(data) is None  # not each other
