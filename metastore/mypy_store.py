@@ -887,7 +887,9 @@ class MypyStore:
                 unproven[stem] = (i, path)
         if unproven:
             files = {stem: view.source_file(path) for stem, (_, path) in unproven.items()}
-            sources = self._sources.get(list(files.values()))
+            # Files of a checkout new to the store: not in the memo, and their signatures
+            # go into this checkout's snapshot.
+            sources = self._sources.get(list(files.values()), remember=not changed_roots)
             for stem, (i, path) in unproven.items():
                 source = sources[files[stem]]
                 if source is not None and self._unit_key(stem, source.key) == snapshot.key(i):

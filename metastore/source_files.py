@@ -107,9 +107,12 @@ class SourceKeys:
         self._pending: dict[bytes, tuple[float, bytes]] = {}
         self._cwd = os.getcwd()  # mypy's paths are relative to it; it does not change
 
-    def get(self, paths: Sequence[str]) -> dict[str, SourceFile | None]:
+    def get(self, paths: Sequence[str], *, remember: bool = True
+            ) -> dict[str, SourceFile | None]:
         """The source file at each path (None if it cannot be read), with one memo lookup
-        for all paths not seen before in this run."""
+        for all paths not seen before in this run. Without ``remember``, the memo is
+        neither asked nor written: for files of a checkout new to the store, whose
+        signatures a run snapshot records anyway."""
         before = self._now()  # earlier than every stat below (see old_enough)
         todo: dict[str, tuple[bytes, os.stat_result | None]] = {}
         for path in paths:
@@ -119,10 +122,10 @@ class SourceKeys:
                 st: os.stat_result | None = os.stat(path)
             except OSError:
                 st = None
-            todo[path] = (_slot_key(path, self._cwd), st)
+            todo[path] = (_slot_key(path, self._cwd) if remember else b"", st)
         memo: dict[bytes, tuple[float, bytes]] = {}
         wanted = [slot for slot, st in todo.values()
-                  if st is not None and statmod.S_ISREG(st.st_mode)]
+                  if remember and st is not None and statmod.S_ISREG(st.st_mode)]
         if wanted:
             try:
                 memo = self._get_slots(wanted)
@@ -140,7 +143,7 @@ class SourceKeys:
                 self._files[path] = None
                 continue
             self._files[path] = source
-            if source.was_read and old_enough(st, before):
+            if remember and source.was_read and old_enough(st, before):
                 self._pending[slot] = (before, _RECORD.pack(*signature(st), source.key))
         return {path: self._files[path] for path in paths}
 

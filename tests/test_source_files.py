@@ -127,3 +127,19 @@ def test_a_file_that_grew_since_its_stat_is_refused(tmp_path: Path) -> None:
     src.write_bytes(b"x = 1\ny = 2\n")
     with pytest.raises(OSError, match="changed while it was read"):
         SourceFile(str(src), st=st)
+
+
+def test_without_remember_the_memo_is_neither_asked_nor_written(tmp_path: Path) -> None:
+    asked: list[object] = []
+
+    def get_slots(keys: object) -> dict[bytes, tuple[float, bytes]]:
+        asked.append(keys)
+        return {}
+
+    src = tmp_path / "m.py"
+    old_file(src, "x = 1\n")
+    keys = SourceKeys(get_slots, now=lambda: os.stat(src).st_ctime + RACY_SECONDS + 1)
+    got = keys.get([str(src)], remember=False)[str(src)]
+    assert got is not None and got.key == digest(b"x = 1\n")
+    assert asked == [] and keys.pending() == []
+    assert keys.known(str(src)) is got
