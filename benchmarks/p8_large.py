@@ -11,7 +11,7 @@ A benchmark program (not a test). Steps, all in ``<workdir>/p8``:
 3. A cold run of each side: stock mypy on an empty ``--cache-dir``, the store on a new
    store file (one run each, printed for information).
 4. For each size of ``--entries`` (ascending): pad the store up to that many entries,
-   then measure it:
+   then measure it (and at the first size, ``--edits`` runs of P5: one module edited):
 
    - warm runs, stock and store interleaved (``--runs`` pairs), medians and their ratio,
      modules re-checked (``-v``), every output compared with the oracle;
@@ -31,7 +31,8 @@ blobs between identical module versions, though less): entries, keys, slots and 
 index grow to full scale, blob bytes less (the table shows the file size).
 
     python benchmarks/p8_large.py [--modules 10000] [--entries 10000,100000,1000000]
-        [--runs 5] [--batch 100] [--lookup-runs 3] [--data-pool 100000] [--keep-store]
+        [--runs 5] [--batch 100] [--lookup-runs 3] [--edits 5] [--data-pool 100000]
+        [--keep-store]
         [--workdir DIR]
 
 Columns: store entries, file size (with the WAL), median warm wall time of each side,
@@ -264,6 +265,37 @@ def chunks(items: Sequence[bytes], n: int) -> Iterator[Sequence[bytes]]:
         yield items[i:i + n]
 
 
+def one_edit(edits: int, tree: str, module: str, count: int, want: Report,
+             stock: tuple[list[str], dict[str, str]], ours: tuple[list[str], dict[str, str]]
+             ) -> None:
+    """P5 at this scale: ``edits`` times, a comment appended to ``module`` (its interface
+    and every message stay the same), then a run of each side, alternating which runs
+    first; the file is restored and both sides run once more, so later runs are warm."""
+    path = os.path.join(tree, module)
+    with open(path) as f:
+        original = f.read()
+    times: tuple[list[float], list[float]] = ([], [])
+    exact = True
+    try:
+        for i in range(edits):
+            with open(path, "w") as f:
+                f.write(original + f"\n# p8_large edit {i}\n")
+            sides = [(stock, times[0]), (ours, times[1])]
+            for (cmd, env), out in sides if i % 2 == 0 else reversed(sides):
+                r = run(cmd, tree, env)
+                exact = exact and r.report == want
+                out.append(r.seconds)
+    finally:
+        with open(path, "w") as f:
+            f.write(original)
+    for cmd, env in (stock, ours):
+        run(cmd, tree, env)
+    t_stock, t_store = statistics.median(times[0]), statistics.median(times[1])
+    print(f"P5 one edit ({module}, {edits} runs a side) at {count:,} entries: stock "
+          f"{t_stock:.3f} s, store {t_store:.3f} s, ratio {t_store / t_stock:.2f}; exact: "
+          f"{'yes' if exact else 'NO'}", flush=True)
+
+
 def per_key_us(call: Callable[[Sequence[bytes]], object], keys: Sequence[bytes], batch: int,
                passes: int) -> float:
     """Best of ``passes`` passes over ``keys`` in batches: microseconds per key."""
@@ -287,6 +319,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5, help="warm runs per side and size")
     ap.add_argument("--batch", type=int, default=100, help="keys per lookup call")
     ap.add_argument("--lookup-runs", type=int, default=3)
+    ap.add_argument("--edits", type=int, default=5,
+                    help="P5 runs per side at the first size (0: none)")
     ap.add_argument("--data-pool", type=int, default=100_000)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--keep-store", action="store_true",
@@ -370,6 +404,9 @@ def main() -> None:
               f"{t_store / t_stock:6.2f} {rechecked:8.0f} {'yes' if ok else 'NO':>5} "
               f"{in_store:7.3f}s {hit:10.1f} {miss:11.1f} {slot:11.1f} {padded:6.0f}",
               flush=True)
+        if len(rows) == 1 and args.edits:
+            one_edit(args.edits, tree, module_path(args.modules // 2), count, want,
+                     (stock, stock_env), (ours, env))
         if len(rows) == 1 and len(sizes) > 1:
             shutil.copyfile(store_path, smallest)  # closed: checkpointed, one file
     first, last = rows[0], rows[-1]
