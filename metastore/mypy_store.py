@@ -827,8 +827,7 @@ class MypyStore:
         if found is None:
             return
         snapshot, recorded, is_here = found
-        stems, modules, tokens, ints = snapshot.stems, snapshot.modules, snapshot.paths, \
-            snapshot.ints
+        stems, modules, tokens = snapshot.stems, snapshot.modules, snapshot.paths
         roots = view.roots()
         fingerprint = roots.fingerprint()
         current = _root_paths(roots)
@@ -847,9 +846,11 @@ class MypyStore:
         published_recently = same_layers and time.time() - recorded < TOUCH_GRAIN_S
         stat = view.stat
         offers, known_path = self._offers, self._paths.get
-        # stem -> (record index, path mypy uses, stat, proven by content)
-        chosen: dict[str, tuple[int, str, os.stat_result, bool]] = {}
-        unproven: dict[str, tuple[int, str]] = {}
+        # stem -> (record index, path mypy uses, its root (see below), stat, proven by
+        # content); the root is the name of the root the path is under, "." for one relative
+        # to the current directory, None for another absolute path.
+        chosen: dict[str, tuple[int, str, str | None, os.stat_result, bool]] = {}
+        unproven: dict[str, tuple[int, str, str | None]] = {}
         for i, stem in enumerate(stems):
             token = tokens[i]
             if token.startswith("\0"):
@@ -874,32 +875,30 @@ class MypyStore:
             if is_here:
                 self._last_run[stem] = (path, i)
             if root is not None and root in changed_roots:
-                unproven[stem] = (i, path)  # another file: by content
+                unproven[stem] = (i, path, root)  # another file: by content
                 continue
             st = stat(path)
             if st is None:
                 continue
-            j = 6 * i
-            if (st.st_mtime_ns == ints[j + 1] and st.st_size == ints[j]
-                    and st.st_ino == ints[j + 2] and st.st_ctime_ns == ints[j + 3]):
-                chosen[stem] = (i, path, st, False)
+            if signature(st) == snapshot.signature(i):
+                chosen[stem] = (i, path, root, st, False)
             else:
-                unproven[stem] = (i, path)
+                unproven[stem] = (i, path, root)
         if unproven:
-            files = {stem: view.source_file(path) for stem, (_, path) in unproven.items()}
+            files = {stem: view.source_file(path) for stem, (_, path, _) in unproven.items()}
             # Files of a checkout new to the store: not in the memo, and their signatures
             # go into this checkout's snapshot.
             sources = self._sources.get(list(files.values()), remember=not changed_roots)
-            for stem, (i, path) in unproven.items():
+            for stem, (i, path, root) in unproven.items():
                 source = sources[files[stem]]
                 if source is not None and self._unit_key(stem, source.key) == snapshot.key(i):
-                    chosen[stem] = (i, path, source.stat, True)
+                    chosen[stem] = (i, path, root, source.stat, True)
                     self._snapshot_stale = True
         located = self._locate_unknown(snapshot, chosen, same_layers, published_recently)
         of_unit = Manifest.of_snapshot_unit
-        manifests = {stem: of_unit(snapshot.unit(i)) for stem, (i, _, _, _) in chosen.items()}
+        manifests = {stem: of_unit(snapshot.unit(i)) for stem, (i, *_) in chosen.items()}
         # Served as recorded: the meta, and the meta_ex/err where its paths hold here.
-        served = {stem for stem, (i, _, _, _) in chosen.items()
+        served = {stem for stem, (i, *_) in chosen.items()
                   if same_layers and not (moved_roots and snapshot.ex_rooted(i))}
         missing = self._missing_parts(
             {stem: m for stem, m in manifests.items() if stem not in served})
@@ -926,7 +925,7 @@ class MypyStore:
         meta_suffix, ex_suffix = ".meta" + codec.suffix, f".{codec.ex_part}{codec.suffix}"
         data_suffix = ".data" + codec.suffix
         parts = self._image_parts
-        for stem, (i, path, st, by_content) in chosen.items():
+        for stem, (i, path, root, st, by_content) in chosen.items():
             if stem in missing:
                 continue
             layer, seq = located[stem]
@@ -937,12 +936,10 @@ class MypyStore:
             self._stats_seen[path] = st
             if stem not in served:
                 continue
-            meta: bytes | None = snapshot.meta(i)
-            token = tokens[i]
-            root = Roots.root_name(token) if token.startswith("\0") else (
-                None if os.path.isabs(token) else ".")
+            recorded_meta = snapshot.meta(i)
+            meta: bytes | None = recorded_meta
             if by_content or root in moved_roots:  # another mtime, or another path
-                meta = codec.patched_meta(snapshot.meta(i), stem + data_suffix, path=path,
+                meta = codec.patched_meta(recorded_meta, stem + data_suffix, path=path,
                                           mtime=offer.mtime, size=offer.size)
             if meta is not None:
                 parts[stem + meta_suffix] = meta
@@ -1015,7 +1012,7 @@ class MypyStore:
 
     def _locate_unknown(
         self, snapshot: run_snapshot.Snapshot,
-        chosen: dict[str, tuple[int, str, os.stat_result, bool]],
+        chosen: dict[str, tuple[int, str, str | None, os.stat_result, bool]],
         same_layers: bool, published_recently: bool,
     ) -> dict[str, tuple[int, int]]:
         """The layer and seq of the entry of each unit in ``chosen`` (see
@@ -1024,11 +1021,10 @@ class MypyStore:
         A unit whose entry is gone is dropped from ``chosen``. With ``published_recently``,
         units published by the recording run are left alone: layer 0 (the same top), seq
         unknown (-1). The snapshot is rewritten when anything was looked up."""
-        ints = snapshot.ints
         located: dict[str, tuple[int, int]] = {}
         named: dict[str, bytes] = {}
-        for stem, (i, _, _, _) in chosen.items():
-            layer, seq = ints[6 * i + 4], ints[6 * i + 5]
+        for stem, (i, *_) in chosen.items():
+            layer, seq = snapshot.location(i)
             if same_layers and layer >= 0:
                 located[stem] = (layer, seq)
             elif same_layers and published_recently:

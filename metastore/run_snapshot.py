@@ -111,7 +111,9 @@ class Snapshot:
         #: The roots the served entries were recorded under (``roots``, but in a snapshot
         #: derived from another: that one's).
         self.served_roots = roots
-        self.checksum = b""  # see checksum()
+        #: The blake3 checksum of its encoding (set by decode()): what a derived snapshot
+        #: names.
+        self.checksum = b""
         self.layers = layers
         self.options = options
         self.untrusted = untrusted
@@ -143,6 +145,11 @@ class Snapshot:
         j = _INTS * i
         return ints[j], ints[j + 1], ints[j + 2], ints[j + 3]
 
+    def location(self, i: int) -> tuple[int, int]:
+        """(layer, seq) of record ``i``'s entry, as recorded (see :attr:`Record.layer`)."""
+        j = _INTS * i
+        return self.ints[j + 4], self.ints[j + 5]
+
     def unit(self, i: int) -> Unit:
         t, k, flags = self._texts, self._text_index, self.flags[i]
         j = _TEXT_FIELDS * i
@@ -169,13 +176,10 @@ class Snapshot:
         return self._exs[self._ex_offsets[i]: self._ex_offsets[i + 1]]
 
     def record(self, i: int) -> Record:
-        ints = self.ints
-        j = _INTS * i
         stems = self.stems
-        return Record(self.stems[i], self.paths[i], self.signature(i), ints[j + 4],
-                      ints[j + 5], self.key(i).hex(), self.unit(i),
-                      tuple(stems[d] for d in self.deps(i)), self.meta(i), self.ex(i),
-                      bool(self.flags[i] & _EX_ROOTED), self.modules[i])
+        return Record(stems[i], self.paths[i], self.signature(i), *self.location(i),
+                      self.key(i).hex(), self.unit(i), tuple(stems[d] for d in self.deps(i)),
+                      self.meta(i), self.ex(i), self.ex_rooted(i), self.modules[i])
 
     @property
     def records(self) -> list[Record]:

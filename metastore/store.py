@@ -506,39 +506,24 @@ class Layer:
     def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
         """Return {digest: data} of those of *digests* present in this layer (and intact,
         when verifying)."""
-        def query() -> dict[bytes, bytes]:
-            found: dict[bytes, bytes] = {}
-            for chunk in _chunks(digests):
-                sql = f"SELECT digest, data FROM blobs WHERE digest IN ({_marks(len(chunk))})"
-                for raw, raw_data in self.conn.execute(sql, chunk):
-                    d, data = bytes(raw), bytes(raw_data)
-                    if self.verify and not self._intact(d, data):
-                        continue
-                    found[d] = data
-            return found
-        return self.run(query)
+        return self.run(lambda: dict(self._blobs(digests)))
 
     def intact(self, digests: Sequence[bytes]) -> set[bytes]:
         """Those of *digests* present in this layer and, when verifying, intact (each blob
         is read, checked against its digest and dropped)."""
         if not self.verify:
             return self.have_blobs(digests)
+        return self.run(lambda: {blob_digest for blob_digest, _ in self._blobs(digests)})
 
-        def query() -> set[bytes]:
-            found: set[bytes] = set()
-            damaged: list[tuple[bytes, bytes]] = []
-            hasher = blake3.blake3
-            for chunk in _chunks(digests):
-                sql = f"SELECT digest, data FROM blobs WHERE digest IN ({_marks(len(chunk))})"
-                for blob_digest, data in self.conn.execute(sql, chunk):
-                    if hasher(data).digest() == blob_digest:
-                        found.add(blob_digest)
-                    else:
-                        damaged.append((blob_digest, data))
-            for blob_digest, data in damaged:
-                self._intact(blob_digest, data)  # records and reports it
-            return found
-        return self.run(query)
+    def _blobs(self, digests: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
+        """(digest, data) of those of *digests* present in this layer and, when verifying,
+        intact (one query per 500 digests; run it inside :meth:`run`)."""
+        for chunk in _chunks(digests):
+            sql = f"SELECT digest, data FROM blobs WHERE digest IN ({_marks(len(chunk))})"
+            for raw, raw_data in self.conn.execute(sql, chunk):
+                blob_digest, data = bytes(raw), bytes(raw_data)
+                if not self.verify or self._intact(blob_digest, data):
+                    yield blob_digest, data
 
     def _intact(self, blob_digest: bytes, data: bytes) -> bool:
         """True if *data* matches *blob_digest*; else record and report the damage."""
