@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypeAlias
 
 from metastore.cache_codec import DATA_MTIME, Codec, canonical_json, plugins_snapshot_bytes
-from metastore import run_snapshot
+from metastore import run_snapshot, selection
 from metastore.mypy_view import MypyView
 from metastore.paths import Roots
 from metastore.session import Session
@@ -98,7 +98,8 @@ class RunStats:
     """Counters of one process's use of the store during one build."""
 
     COUNTERS = ("offered", "missed", "rechecked", "published", "meta_writes",
-                "read_bytes", "written_bytes", "store_seconds")
+                "read_bytes", "written_bytes", "store_seconds", "ambiguous", "search_steps",
+                "mismatched", "select_seconds")
 
     def __init__(self) -> None:
         self.offered = 0
@@ -109,6 +110,13 @@ class RunStats:
         self.read_bytes = 0
         self.written_bytes = 0
         self.store_seconds = 0.0
+        # Selection (see metastore.selection): modules with several usable units left after
+        # the obvious ones were settled, search steps, dependency edges left disagreeing
+        # (each costs a re-check), and the time spent choosing (lookups included).
+        self.ambiguous = 0
+        self.search_steps = 0
+        self.mismatched = 0
+        self.select_seconds = 0.0
         self.layer_hits: list[int] = [0]  # metas offered per layer: top, then each base
         self.problems: list[str] = []
 
@@ -117,6 +125,13 @@ class RunStats:
         while len(self.layer_hits) <= layer:
             self.layer_hits.append(0)
         self.layer_hits[layer] += count
+
+    def selected(self, outcome: selection.Outcome, seconds: float) -> None:
+        """Count one selection's cost."""
+        self.ambiguous += outcome.ambiguous
+        self.search_steps += outcome.steps
+        self.mismatched += outcome.mismatches
+        self.select_seconds += seconds
 
     def add(self, other: dict[str, Any]) -> None:
         """Add another process's counters (as from :meth:`as_dict`)."""
@@ -133,7 +148,9 @@ class RunStats:
             f"rechecked={self.rechecked} published={self.published} "
             f"meta_writes={self.meta_writes} read_bytes={self.read_bytes} "
             f"written_bytes={self.written_bytes} store_seconds={self.store_seconds:.3f} "
-            f"layer_hits={','.join(map(str, self.layer_hits))} store={store_path}"
+            f"layer_hits={','.join(map(str, self.layer_hits))} ambiguous={self.ambiguous} "
+            f"search_steps={self.search_steps} mismatched={self.mismatched} "
+            f"select_seconds={self.select_seconds:.3f} store={store_path}"
         )
 
 
@@ -286,8 +303,12 @@ class MypyStore:
         self._image_stems: set[str] = set()
         self._fast_reads = False  # read()/getmtime() answer from those first (no workers)
         self._fast_taken: list[str] = []
-        # stem -> (unit key, manifest, source file, path mypy used) of units published
-        self._published_units: dict[str, tuple[bytes, Manifest, SourceFile, str]] = {}
+        # stem -> the unit published for it in this build (by this process, or - in the
+        # coordinator, gathered at the end - by a parallel worker)
+        self._published_units: dict[str, _Published] = {}
+        # Coordinator: stems a parallel worker wrote a meta for, with no unit published since
+        # (the offered unit was rejected by mypy, and nothing replaces it in the snapshot).
+        self._worker_unpublished: set[str] = set()
         self._stats_seen: dict[str, os.stat_result] = {}  # path -> stat, snapshot offers
         self._asked: set[str] = set()  # stems whose meta mypy read
         self._final = False
@@ -365,6 +386,8 @@ class MypyStore:
             scratch = self._session_scratch()
             if scratch is not None and view is not None and view.parallel_worker:
                 scratch.put("n:" + name, data)
+                if part == "meta":  # until its unit is published (see _publish)
+                    scratch.put("u:" + stem, b"")
             return True
         finally:
             self.stats.store_seconds += time.perf_counter() - t0
@@ -580,8 +603,9 @@ class MypyStore:
         if not self._snapshot_tried:
             self._snapshot_tried = True
             self._offer_from_snapshot(view)
+            self._select_the_rest_of_the_snapshot(view)
         if stem not in self._offers:
-            self._select_closure(stem, view)
+            self._select_closure([stem], view)
         if view.has_workers and not view.parallel_worker:
             self._request_commit()
         return self._offers.get(stem)
@@ -601,29 +625,29 @@ class MypyStore:
         else:
             self._share_with_session()
 
-    def _select_closure(self, root: str, view: MypyView) -> None:
-        """Choose units for ``root`` and every not-yet-chosen module its candidates depend on.
-
-        Units are chosen together so that, as far as the store allows, every recorded
-        dependency hash equals the interface hash of the unit chosen for that dependency
-        - import cycles included. Start from the newest candidate of each module, then
-        repeatedly re-choose each module's candidate to minimise the mismatched edges it
-        takes part in - its own recorded hashes and those its dependents recorded for it -
-        keeping the current one on ties, until nothing changes (a local search).
+    def _select_closure(self, roots: Sequence[str], view: MypyView,
+                        prefer: Mapping[str, str] | None = None) -> int:
+        """Choose units for ``roots`` and every not-yet-chosen module their candidates depend
+        on, as one consistent set (see :mod:`metastore.selection`): every recorded
+        dependency hash equal to the interface hash of the unit chosen for that dependency,
+        import cycles included, wherever the store holds such a set. Modules offered before
+        are fixed. ``prefer`` (stem -> meta digest) names units to prefer among equals.
         A wrong choice only costs a re-check: mypy compares the hashes itself.
-        """
+
+        Returns the number of dependency edges of the chosen units left disagreeing (with
+        each other or with the modules offered before): the dependents mypy will re-check."""
+        t0 = time.perf_counter()
         found: dict[str, _Found] = {}
         # Each candidate's dependencies as (dependency stem, recorded interface hash),
         # keyed by the candidate's identity; dependencies mypy has not located are left out.
         edges: dict[int, list[tuple[str, str]]] = {}
-        frontier = [root]
+        frontier = list(roots)
         if not self._sources_selected:
             # mypy will ask for every module on its command line: choose them together with
             # the first one (one store query per level for the whole project, rather than one
             # selection per module in a project of many small import graphs).
             self._sources_selected = True
-            frontier += [stem_for(module, path)
-                         for module, path in view.source_modules().items()]
+            frontier += self._source_stems(view)
         while frontier:  # breadth first: one store lookup per level of the closure
             level = [stem for stem in dict.fromkeys(frontier)
                      if stem not in found and stem not in self._offers]
@@ -643,63 +667,34 @@ class MypyStore:
                   if entry is not None and not entry[2]}
         if edited:
             self._offer_previous(edited, view)
-        ambiguous = any(entry is not None and len(entry[2]) > 1 for entry in found.values())
-        if ambiguous:
-            self._prune_inconsistent(found, edges)
-        choice: dict[str, Manifest] = {}
+        problem: dict[str, list[selection.Candidate]] = {}
+        fixed: dict[str, str] = {}
         for stem, entry in found.items():
-            if entry is not None and entry[2]:
-                choice[stem] = min(entry[2], key=lambda c: (c[0], -c[1]))[2]
-
-        def interface(dep_stem: str) -> str | None:
-            if dep_stem in choice:
-                return choice[dep_stem].interface_hash
-            offer = self._offers.get(dep_stem)
-            return None if offer is None else offer.manifest.interface_hash
-
-        def mismatches(manifest: Manifest) -> int:
-            count = 0
-            for dep_stem, recorded in edges[id(manifest)]:
-                current = interface(dep_stem)
-                if current is not None and current != recorded:
-                    count += 1
-            return count
-
-        for _ in range(16 if ambiguous else 0):
-            # What the current choices record for each module: a candidate is also
-            # judged by the mismatches it would cause in the modules that depend on it.
-            expected: dict[str, list[str]] = {}
-            for manifest in choice.values():
-                for dep_stem, recorded in edges[id(manifest)]:
-                    if dep_stem in choice:
-                        expected.setdefault(dep_stem, []).append(recorded)
-            changed = False
-            for stem, current in list(choice.items()):
-                entry = found[stem]
-                assert entry is not None
-                if len(entry[2]) < 2:
-                    continue
-                wanted = expected.get(stem, [])
-
-                def cost(c: tuple[int, int, Manifest], wanted: list[str] = wanted,
-                         current: Manifest = current) -> tuple[int, bool, int, int]:
-                    caused = sum(1 for h in wanted if h != c[2].interface_hash)
-                    return (mismatches(c[2]) + caused, c[2] is not current, c[0], -c[1])
-
-                best = min(entry[2], key=cost)[2]
-                if best is not current:
-                    choice[stem] = best
-                    changed = True
-            if not changed:
-                break
+            if entry is None or not entry[2]:
+                continue
+            wanted = prefer.get(stem) if prefer is not None else None
+            problem[stem] = [
+                selection.Candidate(m.interface_hash, edges[id(m)],
+                                    (0 if m.meta == wanted else 1, layer, -seq), layer)
+                for layer, seq, m in entry[2]]
+            for layer, seq, m in entry[2]:
+                for dep_stem, _ in edges[id(m)]:
+                    offered = self._offers.get(dep_stem)
+                    if offered is not None:
+                        fixed[dep_stem] = offered.manifest.interface_hash
+        outcome = selection.choose(problem, fixed)
+        choice: dict[str, Manifest] = {}
+        for stem, index in outcome.chosen.items():
+            entry = found[stem]
+            assert entry is not None
+            choice[stem] = entry[2][index][2]
+        self.stats.selected(outcome, time.perf_counter() - t0)
         if _DEBUG:
             for stem, manifest in choice.items():
-                entry = found[stem]
-                assert entry is not None
-                _debug(f"choose {stem}: {len(entry[2])} candidates, chosen seq "
-                       f"{[c[1] for c in entry[2] if c[2] is manifest]} "
-                       f"mismatches {mismatches(manifest)} bad deps "
-                       f"{[d for d, h in edges[id(manifest)] if interface(d) not in (None, h)]}")
+                _debug(f"choose {stem}: {len(problem[stem])} candidates, "
+                       f"{outcome.why.get(stem)}")
+            _debug(f"selection: {len(problem)} modules, {outcome.ambiguous} ambiguous, "
+                   f"{outcome.steps} steps, {outcome.mismatches} mismatches")
         # A unit whose blobs are gone (evicted, or a damaged store) is not offered: once
         # mypy has accepted a meta it must find the data, or it crashes.
         missing = self._missing_parts(choice)
@@ -717,6 +712,10 @@ class MypyStore:
                 if entry is not None and stem in missing}
         if gone:
             self._offer_previous(gone, view)
+        return outcome.mismatches
+
+    def _source_stems(self, view: MypyView) -> list[str]:
+        return [stem_for(module, path) for module, path in view.source_modules().items()]
 
     def _offer_previous(self, edited: Mapping[str, _Found], view: MypyView) -> None:
         """Offer each module in ``edited`` (no unit for its current source: typically an
@@ -952,6 +951,59 @@ class MypyStore:
                    f"{len(stems)} records, {len(unproven)} compared by content, "
                    f"{len(chosen) - len(missing)} offered, {len(served)} served as recorded")
 
+    def _select_the_rest_of_the_snapshot(self, view: MypyView) -> None:
+        """Choose units now for the snapshot's modules that were not taken from it (their
+        files changed, or a dependency's did) - while mypy has read nothing yet, so that the
+        records taken can still be given up: units built by another run (another version
+        of the tree, a concurrent partition, a merged store or another base) may have
+        recorded other interface hashes for the modules the records hold, mypy's output
+        not being a function of the source alone. If the units chosen leave any edge
+        disagreeing (with each other or with a record taken), every module is chosen anew
+        as one set, preferring the recorded units, and the records whose unit is chosen
+        again are served as recorded."""
+        snapshot = self._snapshot
+        if snapshot is None or not self._from_snapshot or view.parallel_worker:
+            return
+        rest = [stem for stem in snapshot.stems if stem not in self._offers]
+        if not rest:
+            return
+        if not self._select_closure(rest, view):
+            return
+        records = {stem: offer for stem in self._from_snapshot
+                   if (offer := self._offers.get(stem)) is not None}
+        parts, data_names = self._image_parts, self._image_data
+        served = {stem: [(name, parts[name]) for name in self._part_names(stem)
+                         if name in parts] for stem in records}
+        self._offers.clear()
+        self._from_snapshot.clear()
+        parts.clear()
+        data_names.clear()
+        self._image_stems.clear()
+        self._snapshot_stale = True
+        self._select_closure([*snapshot.stems, *self._source_stems(view)], view,
+                             prefer={stem: offer.manifest.meta
+                                     for stem, offer in records.items()})
+        for stem, record in records.items():
+            chosen = self._offers.get(stem)
+            if chosen is None or chosen.previous or _parts(chosen) != _parts(record):
+                continue
+            self._offers[stem] = record
+            self._from_snapshot.add(stem)
+            if served[stem]:
+                parts.update(served[stem])
+                data_names.add(self._part_names(stem)[1])
+                self._image_stems.add(stem)
+        if _DEBUG:
+            _debug(f"snapshot reconciled: {len(self._from_snapshot)} of {len(records)} "
+                   f"records kept")
+
+    def _part_names(self, stem: str) -> tuple[str, str, str]:
+        """The entry names of ``stem``'s meta, data and meta_ex/err."""
+        codec = self._codec
+        assert codec is not None
+        return (f"{stem}.meta{codec.suffix}", f"{stem}.data{codec.suffix}",
+                f"{stem}.{codec.ex_part}{codec.suffix}")
+
     def _read_snapshot(self, view: MypyView
                        ) -> tuple[run_snapshot.Snapshot, float, bool] | None:
         """The run snapshot for this build (with the time it was recorded, and whether it is
@@ -1061,19 +1113,22 @@ class MypyStore:
         view, codec = self._view, self._codec
         if view is None or codec is None or view.parallel_worker:
             return []
+        self._gather_worker_units()
         snapshot = self._snapshot
+        rechecked = bool(self._published_seq or self._published_units
+                         or self._worker_unpublished)
         if (self._snapshot_read is not None and snapshot is not None
                 and not snapshot.untrusted and not self._snapshot_stale
                 and len(self._from_snapshot) == len(snapshot)
                 and self._asked <= self._from_snapshot
-                and not self._published_seq and not self._snapshot_resolved):
+                and not rechecked and not self._snapshot_resolved):
             return []  # every module came from the snapshot and nothing was re-checked
         now = time.time()
         roots = view.roots()
         here, portable = self._snapshot_keys(view)
         if (snapshot is not None and self._snapshot_base != here
                 and len(self._image_stems) == len(snapshot) and self._asked <= self._image_stems
-                and not self._published_seq):
+                and not rechecked):
             # Every record was served as another checkout's snapshot recorded it: derive.
             derived = run_snapshot.encode_derived(
                 self._snapshot_base, snapshot.checksum, _root_paths(roots),
@@ -1094,13 +1149,13 @@ class MypyStore:
         for stem in self._asked:
             published = self._published_units.get(stem)
             offer = offers.get(stem)
-            st: os.stat_result | None
             if published is not None:
-                key, m, source, path = published
-                layer, seq, st = -1, -1, source.stat
-                offer = Offer(stem, path, m, source.mtime, source.size)
+                key, m, path = published.key, published.manifest, published.path
+                layer, seq, trusted = -1, -1, published.signature
+                offer = Offer(stem, path, m, published.mtime, published.size)
             elif (offer is not None and not offer.previous and offer.layer >= 0
-                    and offer.key and stem not in self._published_seq):
+                    and offer.key and stem not in self._published_seq
+                    and stem not in self._worker_unpublished):
                 m, path, layer, seq, key = (offer.manifest, offer.path, offer.layer, offer.seq,
                                             offer.key)
                 if seq < 0:
@@ -1109,6 +1164,7 @@ class MypyStore:
                 if st is None:
                     known = self._sources.known(view.source_file(path))
                     st = known.stat if known is not None else None
+                trusted = self._trusted_signature(st)
             else:
                 continue
             meta = self._served_part(offer, "meta", stem + meta_suffix)
@@ -1129,7 +1185,7 @@ class MypyStore:
                 ex_rooted = roots.may_hold_tokens(stored_ex)
                 module = module_id(stem)
             records.append(Record(
-                stem, tokenize(path), self._trusted_signature(st), layer, seq, key.hex(),
+                stem, tokenize(path), trusted, layer, seq, key.hex(),
                 m.snapshot_unit(), deps, meta, ex, ex_rooted, module))
         data = run_snapshot.encode(_root_paths(roots), self._layers_identity(), records,
                                    options=view.options_fingerprint())
@@ -1189,56 +1245,6 @@ class MypyStore:
             return {stem for stem, _ in data}
         have = {d.hex() for d in present}
         return {stem for stem, d in data if d not in have}
-
-    def _prune_inconsistent(
-        self, found: dict[str, _Found], edges: dict[int, list[tuple[str, str]]]
-    ) -> None:
-        """Drop candidates that cannot be consistent with the others (arc consistency).
-
-        A candidate goes if no remaining candidate of one of its dependencies has the
-        interface hash it recorded for it, or if every remaining candidate of one of its
-        dependents recorded another hash for it. A module never loses its last
-        candidate. This lets one module whose source exists only in one version pull a
-        whole import cycle over to that version, which a one-module-at-a-time search
-        cannot do.
-        """
-        def hashes(stem: str) -> set[str] | None:
-            entry = found.get(stem)
-            if entry is not None and entry[2]:
-                return {c[2].interface_hash for c in entry[2]}
-            offer = self._offers.get(stem)
-            return None if offer is None else {offer.manifest.interface_hash}
-
-        for _ in range(64):
-            # For every module, the hashes each dependent records for it, per dependent.
-            recorded_by: dict[str, dict[str, set[str]]] = {}
-            for stem, entry in found.items():
-                if entry is None:
-                    continue
-                for _, _, manifest in entry[2]:
-                    for dep_stem, recorded in edges[id(manifest)]:
-                        recorded_by.setdefault(dep_stem, {}).setdefault(stem, set()).add(recorded)
-            available = {stem: hashes(stem) for stem in recorded_by}
-            changed = False
-            for stem, entry in found.items():
-                if entry is None or len(entry[2]) < 2:
-                    continue
-                demands = [h for h in recorded_by.get(stem, {}).values() if len(h) == 1]
-
-                def feasible(c: tuple[int, int, Manifest]) -> bool:
-                    for dep_stem, recorded in edges[id(c[2])]:
-                        have = available.get(dep_stem)
-                        if have is not None and recorded not in have:
-                            return False
-                    return all(c[2].interface_hash in h for h in demands)
-
-                kept = [c for c in entry[2] if feasible(c)]
-                if kept and len(kept) < len(entry[2]):
-                    entry[2][:] = kept
-                    available[stem] = hashes(stem)
-                    changed = True
-            if not changed:
-                break
 
     def _stem_of(self, module: str, view: MypyView) -> str | None:
         """The entry stem of ``module`` in this run, or None if mypy has not found it yet."""
@@ -1359,9 +1365,17 @@ class MypyStore:
                     for stem, (key, m, _, _, source, _) in assembled.items()]
         self._dirty.clear()
         memo = self._sources.pending()
-        # The snapshot, written in the same transaction, records these units too.
+        # The snapshot, written in the same transaction, records these units too; a worker
+        # tells the coordinator, which writes the snapshot.
+        view = self._view
+        scratch = self._session_scratch() if view is not None and view.parallel_worker \
+            else None
         for stem, (key, manifest, _, parts, source, path) in assembled.items():
-            self._published_units[stem] = (key, manifest, source, path)
+            published = _Published(key, manifest, path, source.mtime, source.size,
+                                   self._trusted_signature(source.stat))
+            self._published_units[stem] = published
+            if scratch is not None:
+                scratch.put("u:" + stem, published.encode())
             # What the snapshot serves for it next time is made from these.
             self._blob_cache[manifest.meta] = parts[0]
             self._blob_cache[manifest.ex] = parts[2]
@@ -1526,6 +1540,29 @@ class MypyStore:
         return True, Offer(stem, pin["path"], manifest, int(pin["mtime"]), int(pin["size"]),
                            previous=bool(pin.get("previous", False)))
 
+    def _gather_worker_units(self) -> None:
+        """Coordinator, at the end of a parallel build: the units the workers published (into
+        :attr:`_published_units`), and the stems they re-checked without publishing a unit
+        (into :attr:`_worker_unpublished`): what the run snapshot records for them."""
+        view = self._view
+        if view is None or view.parallel_worker or not view.has_workers:
+            return
+        scratch = self._session_scratch()
+        if scratch is None:
+            return
+        try:
+            items = scratch.items("u:")
+        except StoreError as e:
+            self._problem(str(e))
+            return
+        for name, value in items:
+            stem = name[2:]
+            published = _Published.decode(value) if value else None
+            if published is None:
+                self._worker_unpublished.add(stem)
+            else:
+                self._published_units[stem] = published
+
     def _gather_worker_stats(self) -> None:
         assert self._scratch is not None
         for _, pid_stats in self._scratch.items("s:"):
@@ -1572,6 +1609,38 @@ class MypyStore:
         if message not in self.stats.problems:
             self.stats.problems.append(message)
             self._report(message)
+
+
+def _parts(offer: Offer) -> tuple[str, str, str]:
+    """The blob digests of ``offer``'s unit: what makes two offers the same unit."""
+    return offer.manifest.meta, offer.manifest.data, offer.manifest.ex
+
+
+class _Published(NamedTuple):
+    """A unit published in this build, as the run snapshot records it."""
+
+    key: bytes
+    manifest: Manifest
+    path: str  # the path mypy used
+    mtime: int  # of the source file it was checked against
+    size: int
+    signature: tuple[int, int, int, int]  # that file's, if trusted (see _trusted_signature)
+
+    def encode(self) -> bytes:
+        return json.dumps([self.key.hex(), self.manifest.encode().decode(), self.path,
+                           self.mtime, self.size, list(self.signature)]).encode()
+
+    @classmethod
+    def decode(cls, value: bytes) -> _Published | None:
+        try:
+            key, manifest, path, mtime, size, sig = json.loads(value)
+            decoded = Manifest.decode(manifest.encode())
+            if decoded is None or len(sig) != 4:
+                return None
+            return cls(bytes.fromhex(key), decoded, str(path), int(mtime), int(size),
+                       (int(sig[0]), int(sig[1]), int(sig[2]), int(sig[3])))
+        except (ValueError, TypeError):
+            return None
 
 
 def _root_paths(roots: Roots) -> dict[str, str]:

@@ -120,9 +120,11 @@ def test_verbose_parser_rejects_inconsistent_lines() -> None:
 def test_stats_parser() -> None:
     line = ("mypy-metastore: offered=12 missed=3 rechecked=4 published=5 meta_writes=0 "
             "read_bytes=1024 written_bytes=77 store_seconds=0.125 layer_hits=2,10 "
+            "ambiguous=7 search_steps=3 mismatched=1 select_seconds=0.002 "
             "store=/tmp/a b/store.db")
     s = Stats.parse(f"LOG:  x\n{line}\n")
-    assert s == Stats(12, 3, 4, 5, 0, 1024, 77, 0.125, "/tmp/a b/store.db", (2, 10))
+    assert s == Stats(12, 3, 4, 5, 0, 1024, 77, 0.125, "/tmp/a b/store.db", (2, 10), 7, 3, 1,
+                      0.002)
     with pytest.raises(ParseError):
         Stats.parse("LOG:  nothing\n")
     with pytest.raises(ParseError):
@@ -135,6 +137,8 @@ def test_stats_parser() -> None:
         Stats.parse(line.replace("layer_hits=2,10", "layer_hits=2,9"))  # must add up
     with pytest.raises(ParseError):
         Stats.parse(line.replace(" layer_hits=2,10", ""))
+    with pytest.raises(ParseError):
+        Stats.parse(line.replace(" search_steps=3", ""))
 
 
 def test_generator_is_deterministic_and_small() -> None:

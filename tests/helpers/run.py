@@ -49,7 +49,9 @@ _STATS = re.compile(
     r" rechecked=(?P<rechecked>\d+) published=(?P<published>\d+)"
     r" meta_writes=(?P<meta_writes>\d+) read_bytes=(?P<read_bytes>\d+)"
     r" written_bytes=(?P<written_bytes>\d+) store_seconds=(?P<store_seconds>\d+(?:\.\d+)?)"
-    r" layer_hits=(?P<layer_hits>\d+(?:,\d+)*) store=(?P<store>.+)$"
+    r" layer_hits=(?P<layer_hits>\d+(?:,\d+)*) ambiguous=(?P<ambiguous>\d+)"
+    r" search_steps=(?P<search_steps>\d+) mismatched=(?P<mismatched>\d+)"
+    r" select_seconds=(?P<select_seconds>\d+(?:\.\d+)?) store=(?P<store>.+)$"
 )
 STATS_PREFIX = "mypy-metastore: offered="
 MESSAGE_PREFIX = "mypy-metastore:"
@@ -128,6 +130,10 @@ class Stats:
     store_seconds: float
     store: str
     layer_hits: tuple[int, ...] = (0,)  # metas offered per layer: top, then each base
+    ambiguous: int = 0  # selection (see metastore.selection)
+    search_steps: int = 0
+    mismatched: int = 0
+    select_seconds: float = 0.0
 
     @classmethod
     def parse(cls, stderr: str) -> Stats:
@@ -140,12 +146,12 @@ class Stats:
         if m is None:
             raise ParseError(f"malformed stats line: {lines[0]!r}")
         ints = {k: int(v) for k, v in m.groupdict().items()
-                if k not in ("store", "store_seconds", "layer_hits")}
+                if k not in ("store", "store_seconds", "layer_hits", "select_seconds")}
         hits = tuple(int(n) for n in m["layer_hits"].split(","))
         if sum(hits) != ints["offered"]:
             raise ParseError(f"layer_hits {hits} do not add up to offered: {lines[0]!r}")
         return cls(store_seconds=float(m["store_seconds"]), store=m["store"],
-                   layer_hits=hits, **ints)
+                   layer_hits=hits, select_seconds=float(m["select_seconds"]), **ints)
 
 
 @dataclass(frozen=True)
