@@ -179,6 +179,8 @@ class _Run:
         self.stats_enabled = config.stats.value
         self.store_path = config.store.value
         self.backend: Store | None = None
+        self.created_dir: str | None = None
+        self.verbose = False
         self.store: MypyStore | None = None
         self.first: ShimConnection | None = None
         session = Session.current()
@@ -198,6 +200,8 @@ class _Run:
             report_once(f"cannot open the store {config.store.value}: {e}; "
                         "running mypy without the store")
             return
+        top = self.backend.top
+        self.created_dir = top.created_dir if top is not None else None
         self.store = MypyStore(self.backend, self._locate, store_path=self.store_path,
                                report=report_once)
 
@@ -205,6 +209,7 @@ class _Run:
         from metastore.mypy_view import find_manager
 
         manager = None if self.first is None else find_manager(self.first)
+        self.verbose = manager is not None and getattr(manager.options, "verbosity", 0) > 0
         # The store serves this build: the cache directory mypy just created stays empty,
         # unless mypy will write its missing-stubs list there (--install-types).
         if manager is not None and not getattr(manager.options, "install_types", False):
@@ -220,6 +225,10 @@ class _Run:
         except Exception as e:
             report_once(f"internal error while saving results: {e!r}")
             stats = store.stats
+        if final and self.is_coordinator and self.created_dir is not None and (
+                self.stats_enabled or self.verbose):
+            print(f"mypy-metastore: created directory {self.created_dir} for the store "
+                  f"{self.store_path}", file=sys.stderr, flush=True)
         if final and self.is_coordinator and self.stats_enabled:
             print(stats.line(self.store_path), file=sys.stderr, flush=True)
         if self.backend is not None:

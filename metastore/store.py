@@ -316,6 +316,8 @@ class Layer:
         #: None until :meth:`write` runs; then True while every write of this connection
         #: was bookkeeping only (counters, last-use times): see :meth:`close`.
         self._bookkeeping_only: bool | None = None
+        #: The directory this open created for the top (it did not exist), else None.
+        self.created_dir: str | None = None
         #: True if the file has the narrow index on entries.key (see _KEY_INDEX).
         self.key_index = False
         self._check_path()
@@ -338,7 +340,11 @@ class Layer:
                 pass  # e.g. permission denied: let SQLite report it
             return
         try:
-            os.makedirs(parent, exist_ok=True)
+            if not os.path.isdir(parent):
+                # Like ccache with its cache_dir: created with its parents (mkdir -p); the
+                # drop-in says so with --metastore-stats or -v (README, Configuration).
+                os.makedirs(parent, exist_ok=True)
+                self.created_dir = parent
         except OSError as exc:
             raise _error(self.path, f"cannot create directory {parent} ({exc.strerror})",
                          "create it or choose another store path") from exc
