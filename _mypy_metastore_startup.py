@@ -28,6 +28,10 @@ class _MypyBuildImportHook:
             sys.meta_path.remove(cls)
         except ValueError:
             pass
+        main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+        if "metastore.dropin" in sys.modules or getattr(main_spec, "name", "") == (
+                "metastore.dropin"):
+            return None  # mypy-metastore installs the store itself (metastore.hook: same test)
         try:
             from metastore.hook import activate
 

@@ -30,8 +30,17 @@ if TYPE_CHECKING:
 
 _CACHE_DB = re.compile(r"(^|[/\\])\d+\.\d+[/\\]cache(\.\d+)?\.db$")
 
+_CACHE_PREFIX = re.compile(r"(^|[/\\])\d+\.\d+$")
+
 _config: Config | None = None
 _real_connect: Callable[..., Any] | None = None
+_real_makedirs: Callable[..., None] | None = None
+#: Cache prefixes (``<cache-dir>/<X.Y>``, absolute) -> the directories ``os.makedirs``
+#: created for them in this process, deepest first (see :func:`_makedirs`).
+_created: dict[str, list[str]] = {}
+#: Cache prefixes whose creation failed (a read-only checkout) -> the error, raised only if
+#: mypy ends up needing the directory (the store cannot be opened).
+_not_created: dict[str, OSError] = {}
 _run: _Run | None = None
 _reported: set[str] = set()
 
@@ -51,12 +60,72 @@ def install(config: Config) -> None:
     if getattr(dbapi2.connect, "_mypy_metastore", False):
         return
     _real_connect = dbapi2.connect
+    _install_makedirs()
 
     def connect(database: Any, *args: Any, **kwargs: Any) -> Any:
         return _connect(database, args, kwargs)
 
     connect._mypy_metastore = True  # type: ignore[attr-defined]
     dbapi2.connect = connect
+
+
+def _install_makedirs() -> None:
+    """Wrap ``os.makedirs`` to learn which directories mypy creates for its cache.
+
+    mypy's ``SqliteMetadataStore`` creates ``<cache-dir>/<X.Y>`` just before it connects to
+    its shards; with the store serving everything, the directory stays empty, and at the end
+    of the build mypy writes ``.gitignore`` and ``CACHEDIR.TAG`` into ``<cache-dir>`` because
+    it exists. The directories created here are removed again once the store serves the
+    build (:meth:`_Run._locate`), so a run served by the store leaves the checkout as it was.
+    Only paths ending in ``X.Y`` are looked at; the call itself is mypy's.
+    """
+    global _real_makedirs
+    if getattr(os.makedirs, "_mypy_metastore", False):
+        return
+    _real_makedirs = os.makedirs
+
+    def makedirs(name: Any, mode: int = 0o777, exist_ok: bool = False) -> None:
+        _makedirs(name, mode, exist_ok)
+
+    makedirs._mypy_metastore = True  # type: ignore[attr-defined]
+    os.makedirs = makedirs
+
+
+def _makedirs(name: Any, mode: int, exist_ok: bool) -> None:
+    assert _real_makedirs is not None
+    path = name if isinstance(name, str) else None
+    if _config is None or path is None or not _CACHE_PREFIX.search(path.rstrip("/\\")):
+        _real_makedirs(name, mode, exist_ok)
+        return
+    full = os.path.abspath(path)
+    missing: list[str] = []
+    directory = full
+    while not os.path.lexists(directory):
+        missing.append(directory)
+        parent = os.path.dirname(directory)
+        if parent == directory:
+            break
+        directory = parent
+    try:
+        _real_makedirs(name, mode, exist_ok)
+    except OSError as e:
+        if not missing:
+            raise
+        # A read-only checkout: the store does not need the directory; raise this error
+        # only if mypy has to use its own cache after all (see _connect).
+        _not_created[full] = e
+        return
+    if missing:
+        _created[full] = missing
+
+
+def _remove_created(prefix: str) -> None:
+    """Remove the empty directories :func:`_makedirs` created for ``prefix``."""
+    for directory in _created.pop(prefix, []):
+        try:
+            os.rmdir(directory)
+        except OSError:
+            break  # not empty (mypy put something there) or gone: leave it and its parents
 
 
 def config_bases(config: Config) -> list[Base]:
@@ -86,7 +155,11 @@ def _connect(database: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> An
         _run = _Run(prefix, _config)
     _run.files.add(database)
     if _run.store is None:
+        error = _not_created.pop(prefix, None)
+        if error is not None:
+            raise error  # what mypy's own makedirs raised: it runs without the store
         return _real_connect(database, *args, **kwargs)
+    _not_created.pop(prefix, None)
     return ShimConnection(_run, database)
 
 
@@ -106,6 +179,8 @@ class _Run:
         self.stats_enabled = config.stats.value
         self.store_path = config.store.value
         self.backend: Store | None = None
+        self.created_dir: str | None = None
+        self.verbose = False
         self.store: MypyStore | None = None
         self.first: ShimConnection | None = None
         session = Session.current()
@@ -125,13 +200,21 @@ class _Run:
             report_once(f"cannot open the store {config.store.value}: {e}; "
                         "running mypy without the store")
             return
+        top = self.backend.top
+        self.created_dir = top.created_dir if top is not None else None
         self.store = MypyStore(self.backend, self._locate, store_path=self.store_path,
                                report=report_once)
 
     def _locate(self) -> Any | None:
         from metastore.mypy_view import find_manager
 
-        return None if self.first is None else find_manager(self.first)
+        manager = None if self.first is None else find_manager(self.first)
+        self.verbose = manager is not None and getattr(manager.options, "verbosity", 0) > 0
+        # The store serves this build: the cache directory mypy just created stays empty,
+        # unless mypy will write its missing-stubs list there (--install-types).
+        if manager is not None and not getattr(manager.options, "install_types", False):
+            _remove_created(self.prefix)
+        return manager
 
     def finish(self, *, final: bool) -> None:
         if self.store is None:
@@ -142,6 +225,10 @@ class _Run:
         except Exception as e:
             report_once(f"internal error while saving results: {e!r}")
             stats = store.stats
+        if final and self.is_coordinator and self.created_dir is not None and (
+                self.stats_enabled or self.verbose):
+            print(f"mypy-metastore: created directory {self.created_dir} for the store "
+                  f"{self.store_path}", file=sys.stderr, flush=True)
         if final and self.is_coordinator and self.stats_enabled:
             print(stats.line(self.store_path), file=sys.stderr, flush=True)
         if self.backend is not None:

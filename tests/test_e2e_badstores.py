@@ -170,13 +170,22 @@ def test_blob_not_matching_its_digest(harness: Harness, proj: Path, part: str) -
 
 def test_store_path_in_a_missing_directory_is_created(harness: Harness, proj: Path,
                                                       tmp_path: Path) -> None:
+    """Created with its parents, as ccache creates its cache_dir; said in one line with
+    --metastore-stats or -v (silent otherwise), and only by the run that created it."""
     h = harness
     store = tmp_path / "not" / "yet" / "there" / "store.db"
     run = quiet_run(h, proj, store)
     silent(run)
     h.assert_exact(run)
     assert store.exists()
-    h.check(h.dropin(proj, store=store, cache_dir=h.fresh_cache_dir()), warm=True)
+    run = h.dropin(proj, store=store, cache_dir=h.fresh_cache_dir())
+    h.check(run, warm=True)
+    assert "created directory" not in run.stderr
+    other = tmp_path / "other" / "dir" / "store.db"
+    run = h.dropin(proj, store=other, cache_dir=h.fresh_cache_dir())
+    h.check(run, warm=False)
+    notes = [ln for ln in run.stderr.splitlines() if "created directory" in ln]
+    assert notes == [f"mypy-metastore: created directory {other.parent} for the store {other}"]
 
 
 @contextlib.contextmanager

@@ -391,3 +391,25 @@ def test_shadow_file_is_the_source_of_its_module(harness: Harness, tmp_path: Pat
     v, _ = h.check(h.dropin(proj, plain, cache_dir=h.fresh_cache_dir()), rechecked=1)
     h.check(h.dropin(proj, plain, cache_dir=h.fresh_cache_dir()), warm=True)
     h.check(h.dropin(proj, shadow, cache_dir=h.fresh_cache_dir()), warm=True)
+
+
+def test_a_run_served_by_the_store_creates_no_cache_directory(harness: Harness,
+                                                              tmp_path: Path) -> None:
+    """mypy creates ``<cache-dir>/<X.Y>`` before it opens its cache, and at the end of the
+    build writes ``.gitignore`` and ``CACHEDIR.TAG`` into ``<cache-dir>`` if it exists; with
+    the store serving the build neither is left behind (a sandbox stays as it was)."""
+    h = harness
+    proj = tmp_path / "proj"
+    gen.write_tree(proj, gen.generate(SPEC))
+    before = sorted(p.name for p in proj.iterdir())
+    cache = proj / ".mypy_cache"
+    v, s = h.check(h.dropin(proj, cache_dir=cache))
+    assert v.rechecked > 40 and s.published > 0
+    assert not cache.exists(), f"the cold run left {sorted(os.listdir(cache))} in {cache}"
+    h.check(h.dropin(proj, cache_dir=cache), warm=True)
+    h.check(h.dropin(proj, cache_dir=proj / "deeper" / "cache"), warm=True)
+    assert sorted(p.name for p in proj.iterdir()) == before
+    # The same run without the store creates the directory: the check above means something.
+    stock = h.stock(proj, cache_dir=cache)
+    assert stock.returncode in (0, 1), stock.stderr
+    assert (cache / ".gitignore").exists() and (cache / "CACHEDIR.TAG").exists()

@@ -141,6 +141,33 @@ def test_slots_and_counters(tmp_path: Path) -> None:
     s.close()
 
 
+def test_bookkeeping_only_close_skips_the_checkpoint(tmp_path: Path) -> None:
+    """A connection that only added counters (a warm run) leaves its commit in the WAL
+    instead of checkpointing at close (fsyncs of the WAL, the file and the directory); the
+    next connection reads it, and one that writes results checkpoints everything."""
+    path = tmp_path / "s.db"
+    wal = Path(f"{path}-wal")
+    s = Store(str(path))
+    put_range(s, 0, 3)
+    s.close()
+    assert not wal.exists(), "a close after writing entries checkpoints and removes the WAL"
+    before = path.read_bytes()
+    s = Store(str(path))
+    s.put(counters={"offered": 3}, used=[(0, 1)])
+    s.close()
+    assert wal.exists() and wal.stat().st_size > 0, "the counters were checkpointed at close"
+    assert path.read_bytes() == before
+    s = Store(str(path))
+    assert s.stats()[0].counters == {"offered": 3}
+    s.put(counters={"offered": 1})
+    put_range(s, 3, 4)
+    s.close()
+    assert not wal.exists()
+    s = Store(str(path))
+    assert s.stats()[0].counters == {"offered": 4}
+    s.close()
+
+
 def test_lookup_large_batch(tmp_path: Path) -> None:
     s = Store(str(tmp_path / "s.db"))
     s.put(entries=[("m", b"k%d" % i, b"v", []) for i in range(0, 2400, 2)])

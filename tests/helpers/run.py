@@ -55,6 +55,8 @@ _STATS = re.compile(
 )
 STATS_PREFIX = "mypy-metastore: offered="
 MESSAGE_PREFIX = "mypy-metastore:"
+#: The note a run prints (with stats or -v) when it created the store's directory.
+CREATED_PREFIX = "mypy-metastore: created directory "
 #: Strings that must never appear on a drop-in run's stderr.
 FORBIDDEN = ("Traceback (most recent call last)", "INTERNAL ERROR", "database is locked",
              "disk I/O error", "malformed")
@@ -405,11 +407,13 @@ class Harness:
     def assert_clean(self, run: RunResult, *, stats: bool = True) -> None:
         """Assert ``run``'s stderr holds nothing forbidden (traceback, INTERNAL ERROR,
         "database is locked", …) and no ``mypy-metastore:`` line except the one stats line
-        (when ``stats``)."""
+        (when ``stats``) and at most one note that the store's directory was created."""
         for bad in FORBIDDEN:
             assert bad not in run.stderr, f"{bad!r} on stderr\n{run.describe()}"
         ours = [ln for ln in run.stderr.splitlines() if ln.startswith(MESSAGE_PREFIX)]
-        others = [ln for ln in ours if not ln.startswith(STATS_PREFIX)]
+        created = [ln for ln in ours if ln.startswith(CREATED_PREFIX)]
+        assert len(created) <= 1, f"the directory note more than once\n{run.describe()}"
+        others = [ln for ln in ours if not ln.startswith((STATS_PREFIX, CREATED_PREFIX))]
         assert not others, f"unexpected mypy-metastore messages: {others}\n{run.describe()}"
         if stats:
             Stats.parse(run.stderr)
