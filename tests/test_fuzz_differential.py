@@ -164,6 +164,39 @@ def _check(s: Session, proj: Path, cache: Path, mode: str, p: Project,
     raise AssertionError(report)
 
 
+def _check_race(s: Session, mode: str, versions: Sequence[Project],
+                history: Sequence[str]) -> None:
+    """Check ``versions`` at once, each in a new copy with an empty ``--cache-dir``: processes
+    building different versions concurrently on the one store; each output must be its
+    oracle's."""
+    h = s.harness
+    started = []
+    for p in versions:
+        s.copies += 1
+        dest = s.root / "copies" / f"c{s.copies}"
+        _write(dest, p)
+        started.append((dest, p, h.start_dropin(dest, MODES[mode], verbose=False,
+                                                cache_dir=s.root / "cache" / f"copy{s.copies}")))
+    for dest, p, pending in started:
+        oracle = h.oracle(dest, _oracle_args(mode))
+        run = pending.wait()
+        s.steps += 1
+        problem = _compare(h, run, oracle)
+        s.log(f"step {s.steps} example {s.examples} mode={mode} race exit={run.returncode}"
+              f" oracle={oracle.returncode}")
+        if problem is not None:
+            kind, diff = problem
+            report = (f"{kind.upper()} (mode {mode}, race) after {list(history)}\n{diff}\n"
+                      f"project:\n{fuzzgen.describe(p)}\ntree: {dest}\n{run.describe()}")
+            s.log(report)
+            if kind == "artefact":
+                s.artefacts += 1
+            else:
+                s.mismatches.append(report)
+                raise AssertionError(report)
+        shutil.rmtree(dest)
+
+
 def _compare(h: Harness, run: RunResult, oracle: RunResult) -> tuple[str, str] | None:
     """None if ``run`` printed exactly what the oracle printed with the same exit status;
     ``("artefact", diff)`` if the two differ only as stock incremental mypy's output differs
@@ -205,6 +238,9 @@ def run_scenario(s: Session, mode: str, project: Project, edits: Sequence[Edit])
         history.append(repr(e))
         if e.kind == "save":
             saved.append(current)
+            continue
+        if e.kind == "race":
+            _check_race(s, mode, [current, saved[e.a % len(saved)]], history)
             continue
         if e.kind == "settle":
             time.sleep(2.2)  # > metastore.source_files.RACY_SECONDS

@@ -93,8 +93,10 @@ class Edit:
 
 # Kinds handled by the test (they act on the tree, not on the model): save the current
 # state, switch to a saved one, copy the tree to another path, wait until the files are
-# old enough for the source-key memo and the run snapshot to trust their stat (then check).
-TREE_KINDS: tuple[str, ...] = ("save", "swap", "copy", "settle")
+# old enough for the source-key memo and the run snapshot to trust their stat (then check),
+# check the current state and a saved one at once in two new copies (two processes
+# building different versions concurrently on the one store).
+TREE_KINDS: tuple[str, ...] = ("save", "swap", "copy", "settle", "race")
 MODEL_KINDS: tuple[str, ...] = (
     "sig", "val", "error", "add", "remove", "rename", "move", "cycle", "uncycle",
     "feature", "option", "stub", "style", "namespace",
