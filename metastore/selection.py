@@ -82,6 +82,13 @@ def choose(candidates: Mapping[str, Sequence[Candidate]], fixed: Mapping[str, st
     (``mismatches`` 0); among consistent choices the search prefers lower ``rank``. Never
     raises for any input of the declared types.
     """
+    if all(len(cands) <= 1 for cands in candidates.values()):
+        # Nothing to choose (the usual case in one checkout): no problem to build.
+        chosen = {m: 0 for m, cands in candidates.items() if cands and m not in fixed}
+        mismatches = mismatched_edges(candidates, fixed, chosen)
+        why = dict.fromkeys(chosen, ONLY)
+        why.update((m, BEST_EFFORT) for m, _ in mismatches)
+        return Outcome(chosen, why, len(mismatches), 0, 0)
     return _Problem(candidates, fixed).solve(budget)
 
 
@@ -97,7 +104,7 @@ def mismatched_edges(candidates: Mapping[str, Sequence[Candidate]], fixed: Mappi
 
     return [(module, dep) for module, index in sorted(chosen.items())
             for dep, recorded in candidates[module][index].deps
-            if (have := current(dep)) is not None and have != recorded]
+            if dep != module and (have := current(dep)) is not None and have != recorded]
 
 
 class _Problem:
@@ -126,6 +133,9 @@ class _Problem:
                         self.neighbours[dep].add(m)
                 per.append(need)
             self.needs[m] = per
+        # Sorted, so that propagation visits arcs in one order whatever the hash seed.
+        self.adjacent = {m: sorted(ns) for m, ns in self.neighbours.items()}
+        self.settled: dict[str, int] = {}
         self.order = {m: _by_rank(cs) for m, cs in self.cands.items()}
         self.steps = 0
 
@@ -168,7 +178,7 @@ class _Problem:
                     doms[x] = before
                     continue
                 return False
-            for z in self.neighbours[x]:
+            for z in self.adjacent[x]:
                 if z != y and (scope is None or z in scope):
                     queue.append((z, x))
         return True
@@ -185,10 +195,11 @@ class _Problem:
                 why[m] = ONLY
         # Unit propagation from the modules with one candidate left, never emptying.
         queue: deque[tuple[str, str]] = deque(
-            (z, m) for m in self.modules if len(doms[m]) == 1 for z in sorted(self.neighbours[m]))
+            (z, m) for m in self.modules if len(doms[m]) == 1 for z in self.adjacent[m])
         self.propagate(doms, queue, soft=True)
         ambiguous = [m for m in self.modules if len(doms[m]) > 1]
         chosen = {m: d[0] for m, d in doms.items() if len(d) == 1}
+        self.settled = chosen
         for m in chosen:
             why.setdefault(m, SETTLED)
         remaining = budget
@@ -201,11 +212,10 @@ class _Problem:
             else:
                 chosen.update(self.local_search(component, doms, chosen))
                 why.update(dict.fromkeys(component, BEST_EFFORT))
-        # Modules whose lone candidate fits nothing around it are best effort too.
+        # Modules whose candidate disagrees with anything around it are best effort.
         mismatches = mismatched_edges(self.cands, self.fixed, chosen)
         for m, _ in mismatches:
-            if why.get(m) in (ONLY, SETTLED):
-                why[m] = BEST_EFFORT
+            why[m] = BEST_EFFORT
         return Outcome(chosen, why, len(mismatches), self.steps, len(ambiguous))
 
     def components(self, ambiguous: list[str], doms: dict[str, list[int]]) -> list[list[str]]:
@@ -223,7 +233,7 @@ class _Problem:
             while stack:
                 m = stack.pop()
                 members.append(m)
-                for n in self.neighbours[m]:
+                for n in self.adjacent[m]:
                     if n in inside and n not in seen:
                         seen.add(n)
                         stack.append(n)
@@ -235,11 +245,15 @@ class _Problem:
         """A consistent choice for ``component`` (given the settled modules around it), or
         None if there is none or it was not found within ``budget`` steps."""
         scope = set(component)
-        local = {m: list(doms[m]) for m in component}
-        # Settled neighbours are consistent with every remaining value (unit propagation),
-        # but a value may still lack support within the component: strict consistency.
-        arcs = deque((x, y) for x in component for y in sorted(self.neighbours[x])
-                     if y in scope)
+        # Values disagreeing with a settled neighbour (left by a propagation that could not
+        # empty a domain) cannot be part of a consistent set.
+        local = {m: [i for i in doms[m]
+                     if all(self.compatible(m, i, n, self.settled[n])
+                            for n in self.adjacent[m] if n in self.settled)]
+                 for m in component}
+        if not all(local.values()):
+            return None
+        arcs = deque((x, y) for x in component for y in self.adjacent[x] if y in scope)
         if not self.propagate(local, arcs, scope):
             return None
         return self._extend(local, scope, self.steps + budget)
@@ -269,7 +283,7 @@ class _Problem:
                 self.steps += 1
                 trial = dict(base)
                 trial[var] = [i]
-                arcs = deque((z, var) for z in sorted(self.neighbours[var]) if z in scope)
+                arcs = deque((z, var) for z in self.adjacent[var] if z in scope)
                 if self.propagate(trial, arcs, scope):
                     current = trial
                     break
@@ -279,10 +293,11 @@ class _Problem:
         have first, then by rank."""
         cands = self.cands[var]
         votes: dict[Hashable, int] = {}
-        for n in self.neighbours[var]:
+        for n in self.adjacent[var]:
             d = local.get(n)
-            if d is not None and len(d) == 1:
-                cohort = self.cands[n][d[0]].cohort
+            index = d[0] if d is not None and len(d) == 1 else self.settled.get(n)
+            if index is not None:
+                cohort = self.cands[n][index].cohort
                 if cohort is not None:
                     votes[cohort] = votes.get(cohort, 0) + 1
         position = {i: k for k, i in enumerate(self.order[var])}
@@ -306,7 +321,7 @@ class _Problem:
             count = sum(1 for dep, want in self.needs[m][i].items()
                         if (have := hash_of(dep)) is not None and have != want)
             mine = self.hashes[m][i]
-            for n in self.neighbours[m]:
+            for n in self.adjacent[m]:
                 index = choice.get(n, settled.get(n))
                 if index is not None:
                     want = self.needs[n][index].get(m)
