@@ -4,7 +4,8 @@ mypy's serialized data is not a function of a module's source alone: a type vari
 drawn from mypy's global counter (``TypeVarId.next_raw_id``, used when two generic
 callables are joined) ends up in the data of ``shared.py`` below, and the counter depends on
 what the process checked before. Two versions of the project that differ only in
-``early.py`` (checked first) therefore leave two units for the one source of ``shared.py``,
+``early.py`` (checked first; it does not import ``shared.py``) therefore leave two units for
+the one source of ``shared.py``,
 with different interface hashes, and every dependent records its own build's. A store
 that chooses each module's unit in isolation strands the dependents (mypy: "stale due to
 deps"); these tests hold the store to choosing consistent sets: after a merge, with bases
@@ -44,14 +45,16 @@ _FILES = {
     "cyc1.py": "import shared\nimport cyc2\n\n\ndef one() -> int:\n    return 1\n",
     "cyc2.py": ("import cyc1\nfrom shared import both\n\nalias = both\n\n\n"
                 "def two() -> int:\n    return cyc1.one()\n"),
-    "main.py": ("import early\nimport cyc1\nimport shared\n\nreveal_type(shared.both)\n"
+    # mypy checks early.py before shared.py (their SCCs are independent) in this order
+    "main.py": ("import shared\nimport early\nimport cyc1\n\nreveal_type(shared.both)\n"
                 "x: str = cyc1.one()\n"),
 }
 #: early.py per version: B joins generic callables three times before shared.py is checked.
 _EARLY = {
     "A": "x = 1\n",
-    "B": ("from shared import f, g\n\nh0 = [f, g]\nh1 = [f, g]\nh2 = [f, g]\n"
-          "bad: int = 'b'\n"),
+    "B": ("from typing import TypeVar\n\nS = TypeVar(\"S\")\n\n\ndef p(x: S) -> S:\n"
+          "    return x\n\n\ndef q(x: S) -> S:\n    return x\n\n\n"
+          "h0 = [p, q]\nh1 = [p, q]\nh2 = [p, q]\nbad: int = 'b'\n"),
 }
 _ARGS = ["main.py"]
 
@@ -70,9 +73,9 @@ def _cold_stores(h: Harness, tmp_path: Path) -> dict[str, Path]:
         h.check(h.dropin(_tree(tmp_path / f"cold{version}", version), _ARGS,
                          store=stores[version], cache_dir=h.fresh_cache_dir()))
     data = {}
-    for version in "AB":
+    for version in "AB":  # one directory, as the data may hold the module's path
         cache = tmp_path / f"stock-cache-{version}"
-        h.stock(_tree(tmp_path / f"stock{version}", version), ["--sqlite-cache", *_ARGS],
+        h.stock(_tree(tmp_path / "stock", version), ["--sqlite-cache", *_ARGS],
                 cache_dir=cache, verbose=False)
         data[version] = _entry(cache, "shared.data")
     assert data["A"] != data["B"], (
