@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from helpers import gen, pants
-from helpers.run import Product, Stats
+from helpers.run import CREATED_PREFIX, Product, Stats
 
 pytestmark = pytest.mark.e2e
 
@@ -81,5 +81,7 @@ def test_pants_store_in_the_config_file_and_dangling_named_cache(
     assert stats.store == str(target / "metastore.db") and (target / "metastore.db").is_file()
     oracle = world.oracle(part)
     assert (run.stdout, run.returncode) == (oracle.stdout, oracle.returncode), run.stderr[-2000:]
-    assert not [ln for ln in run.stderr.splitlines()
-                if ln.startswith("mypy-metastore:") and "offered=" not in ln]
+    # Besides the stats line, only the one note that the store's directory was created.
+    assert [ln for ln in run.stderr.splitlines()
+            if ln.startswith("mypy-metastore:") and "offered=" not in ln] == [
+        f"{CREATED_PREFIX}{target} for the store {target / 'metastore.db'}"]

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from helpers import gen
 from helpers.run import (
+    CREATED_PREFIX,
     FORBIDDEN,
     MESSAGE_PREFIX,
     STATS_PREFIX,
@@ -143,7 +144,8 @@ def _problem(h: Harness, run: RunResult, oracle: RunResult, *, ours: bool) -> st
             return f"{bad!r} on stderr: {run.stderr[at:at + 1500]!r}"
     if ours:
         extra = [ln for ln in run.stderr.splitlines()
-                 if ln.startswith(MESSAGE_PREFIX) and not ln.startswith(STATS_PREFIX)]
+                 if ln.startswith(MESSAGE_PREFIX)
+                 and not ln.startswith((STATS_PREFIX, CREATED_PREFIX))]
         if extra:
             return f"unexpected message {extra[0]!r}"
     got, want = h.normalise(run.stdout), h.normalise(oracle.stdout)
