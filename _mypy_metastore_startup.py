@@ -2,7 +2,7 @@
 
 It must cost (next to) nothing in every Python process of the environment, so it only
 registers an import hook: when a process first imports the ``mypy`` package (mypy, dmypy,
-mypy's parallel workers, anything that runs mypy in-process), :func:`metastore.hook.activate`
+mypy's parallel workers, anything that runs mypy in-process), :func:`metastore.seams.hook.activate`
 decides whether the store is wanted there (environment set by the ``mypy-metastore``
 drop-in, or ``enabled = true`` in the project's configuration) and installs it.
 ``MYPY_METASTORE=0`` turns all of this off.
@@ -29,11 +29,11 @@ class _MypyBuildImportHook:
         except ValueError:
             pass
         main_spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-        if "metastore.dropin" in sys.modules or getattr(main_spec, "name", "") == (
-                "metastore.dropin"):
-            return None  # mypy-metastore installs the store itself (metastore.hook: same test)
+        if "metastore.seams.dropin" in sys.modules or getattr(main_spec, "name", "") == (
+                "metastore.seams.dropin"):
+            return None  # mypy-metastore installs the store itself (seams.hook: same test)
         try:
-            from metastore.hook import activate
+            from metastore.seams.hook import activate
 
             activate()
         except Exception as e:  # never break mypy because of the store

@@ -4,7 +4,7 @@ A benchmark program (not a test): it prints a table of wall times and re-checked
 module counts per run, and the median ratio store/stock over runs 3 and later, all
 measured in this one process tree, interleaved (stock, store, stock, store, ...).
 It also checks every output against ``mypy --no-incremental`` on the same tree
-(``metastore.bench.report``: file order and only-once notes aside).
+(``metastore.cli.bench.report``: file order and only-once notes aside).
 
     python benchmarks/alternate_releases.py [--package rich] [--versions 13.7.0 13.7.1]
         [--runs 8] [--workdir DIR]
@@ -27,7 +27,7 @@ import tempfile
 import time
 import zipfile
 
-from metastore.bench import Report, report
+from metastore.cli.bench import Report, report
 
 SCHED = re.compile(r"LOG:  Scheduling SCC (?:singleton|of size (\d+)) \(")
 
@@ -120,7 +120,7 @@ def main() -> None:
     ours = [
         sys.executable,
         "-m",
-        "metastore.dropin",
+        "metastore.seams.dropin",
         "--metastore-store",
         store,
         "--cache-dir",

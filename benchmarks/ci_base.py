@@ -23,7 +23,7 @@ import tempfile
 
 from alternate_releases import checkout as copy_release
 from alternate_releases import release_tree, run
-from metastore.bench import fresh
+from metastore.cli.bench import fresh
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
         return copy_release(tree, os.path.join(work, name))
 
     def ours(store: str, cache: str, *bases: str) -> list[str]:
-        argv = [sys.executable, "-m", "metastore.dropin", "--metastore-store", store,
+        argv = [sys.executable, "-m", "metastore.seams.dropin", "--metastore-store", store,
                 "--cache-dir", cache]
         for b in bases:
             argv += ["--metastore-base", b]

@@ -25,7 +25,7 @@ import tempfile
 
 from alternate_releases import checkout as copy_release
 from alternate_releases import release_tree, run
-from metastore.bench import fresh, report
+from metastore.cli.bench import fresh, report
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
         return [sys.executable, "-m", "mypy", "--cache-dir", cache, *common]
 
     def ours(store: str, cache: str) -> list[str]:
-        return [sys.executable, "-m", "metastore.dropin", "--metastore-store", store,
+        return [sys.executable, "-m", "metastore.seams.dropin", "--metastore-store", store,
                 "--cache-dir", cache, *common]
 
     def checkout(name: str) -> str:

@@ -59,8 +59,9 @@ from contextlib import closing
 from typing import Any
 
 import apsw
-from metastore.bench import Report, fresh, report
-from metastore.store import Store, digest
+from metastore.cli.bench import Report, fresh, report
+from metastore.store.api import digest
+from metastore.store.local import Store
 
 PACKAGE = "proj"
 PER_PACKAGE = 100
@@ -340,7 +341,7 @@ def main() -> None:
     store_cache = fresh(os.path.join(work, "store-cache"))
     store_path = fresh(os.path.join(work, "store.db"))
     stock = [sys.executable, "-m", "mypy", "--cache-dir", stock_cache, "-v", PACKAGE]
-    ours = [sys.executable, "-m", "metastore.dropin", "--metastore-store", store_path,
+    ours = [sys.executable, "-m", "metastore.seams.dropin", "--metastore-store", store_path,
             "--metastore-stats", "--cache-dir", store_cache, "-v", PACKAGE]
     version = subprocess.run([sys.executable, "-m", "mypy", "--version"], capture_output=True,
                              text=True).stdout.strip()

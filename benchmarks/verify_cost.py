@@ -24,7 +24,7 @@ import tempfile
 import time
 
 from alternate_releases import checkout, release_tree, run
-from metastore.bench import fresh
+from metastore.cli.bench import fresh
 
 
 def main() -> None:
@@ -43,7 +43,7 @@ def main() -> None:
         del os.environ[name]
 
     def ours(store: str, *bases: str) -> list[str]:
-        argv = [sys.executable, "-m", "metastore.dropin", "--metastore-store", store,
+        argv = [sys.executable, "-m", "metastore.seams.dropin", "--metastore-store", store,
                 "--cache-dir", fresh(os.path.join(work, "cache"))]
         for b in bases:
             argv += ["--metastore-base", b]
@@ -81,7 +81,7 @@ def main() -> None:
             times[mode].append(t)
 
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    from metastore.store import Store
+    from metastore.store.local import Store
 
     c = sqlite3.connect(f"file:{base}?mode=ro", uri=True)
     data = [bytes(r[0][32:64]) for r in c.execute("SELECT refs FROM entries")]

@@ -1,6 +1,6 @@
 """``python -m metastore``: the admin CLI (same as the ``metastore`` command)."""
 
-from metastore.admin import main
+from metastore.cli.admin import main
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,4 @@
-"""Tests of the admin CLI (metastore.admin): `config` and `stats`."""
+"""Tests of the admin CLI (metastore.cli.admin): `config` and `stats`."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 
 import metastore
-from metastore import admin
-from metastore.store import Store, digest
+from metastore.cli import admin
+from metastore.store.api import digest
+from metastore.store.local import Store
 
 
 @pytest.fixture
@@ -228,6 +229,6 @@ def test_version_matches_pyproject() -> None:
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert project["version"] == metastore.__version__
     assert project["scripts"] == {
-        "mypy-metastore": "metastore.dropin:main",
-        "metastore": "metastore.admin:main",
+        "mypy-metastore": "metastore.seams.dropin:main",
+        "metastore": "metastore.cli.admin:main",
     }

@@ -15,7 +15,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 import p8_large  # noqa: E402
 import pth_cost  # noqa: E402
 
-from metastore.bench import report  # noqa: E402
+from metastore.cli.bench import report  # noqa: E402
 
 
 def _write(root: Path, files: dict[str, str]) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from metastore import compat
+from metastore.mypy import compat
 
 
 def test_mypy_version_matches_package_metadata() -> None:

@@ -13,9 +13,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-import metastore
+import metastore.mypy
+import metastore.seams
 from metastore import config as cfg
-from metastore import dropin
+from metastore.config import keys as cfg_keys
+from metastore.config import sources as cfg_sources
+from metastore.seams import dropin
 from metastore.config import (
     Config,
     ConfigError,
@@ -199,9 +202,9 @@ def test_config_file_from_argv(repo: Path, env: dict[str, str], tmp_path: Path) 
 def test_constants_match_installed_mypy() -> None:
     from mypy import defaults
 
-    assert list(cfg._MYPY_CONFIG_NAMES) == list(defaults.CONFIG_NAMES)
-    assert list(cfg._MYPY_SHARED_CONFIG_NAMES) == list(defaults.SHARED_CONFIG_NAMES)
-    assert cfg._user_config_files(os.environ) == list(defaults.USER_CONFIG_FILES)
+    assert list(cfg_keys._MYPY_CONFIG_NAMES) == list(defaults.CONFIG_NAMES)
+    assert list(cfg_keys._MYPY_SHARED_CONFIG_NAMES) == list(defaults.SHARED_CONFIG_NAMES)
+    assert cfg_sources._user_config_files(os.environ) == list(defaults.USER_CONFIG_FILES)
 
 
 @pytest.mark.parametrize(
@@ -458,16 +461,16 @@ def test_dropin_forces_enabled_unless_off(repo: Path, env: dict[str, str]) -> No
 
 @pytest.fixture
 def fake_seam(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Config]]:
-    """Stand-ins for the lead's metastore.seam / metastore.compat (recording install())."""
+    """Stand-ins for metastore.seams.sql and metastore.mypy.compat (recording install())."""
     installed: list[Config] = []
-    seam = types.ModuleType("metastore.seam")
+    seam = types.ModuleType("metastore.seams.sql")
     seam.install = installed.append  # type: ignore[attr-defined]
-    compat = types.ModuleType("metastore.compat")
+    compat = types.ModuleType("metastore.mypy.compat")
     compat.unsupported_reason = lambda: None  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "metastore.seam", seam)
-    monkeypatch.setitem(sys.modules, "metastore.compat", compat)
-    monkeypatch.setattr(metastore, "seam", seam, raising=False)
-    monkeypatch.setattr(metastore, "compat", compat, raising=False)
+    monkeypatch.setitem(sys.modules, "metastore.seams.sql", seam)
+    monkeypatch.setitem(sys.modules, "metastore.mypy.compat", compat)
+    monkeypatch.setattr(metastore.seams, "sql", seam, raising=False)
+    monkeypatch.setattr(metastore.mypy, "compat", compat, raising=False)
     yield installed
 
 
@@ -508,7 +511,7 @@ def test_prepare_inactive(
     assert "--cache-map" in capsys.readouterr().err
 
     env.pop("MYPY_METASTORE")
-    sys.modules["metastore.compat"].unsupported_reason = (  # type: ignore[attr-defined]
+    sys.modules["metastore.mypy.compat"].unsupported_reason = (  # type: ignore[attr-defined]
         lambda: "mypy 9.9 is not supported; running mypy without the store"
     )
     assert dropin.prepare(["x.py"], env) == (["x.py"], None)
@@ -530,7 +533,7 @@ def test_prepare_install_failure(
     def boom(config: Config) -> None:
         raise RuntimeError("/x/store.db: read-only file system; use --metastore-store")
 
-    monkeypatch.setattr(sys.modules["metastore.seam"], "install", boom)
+    monkeypatch.setattr(sys.modules["metastore.seams.sql"], "install", boom)
     assert dropin.prepare(["x.py"], env) == (["x.py"], None)
     assert capsys.readouterr().err == (
         "mypy-metastore: /x/store.db: read-only file system; use --metastore-store; "
@@ -552,19 +555,19 @@ def _run(args: list[str], cwd: Path, home: Path) -> subprocess.CompletedProcess[
 def test_dropin_runs_mypy(repo: Path, home: Path) -> None:
     import mypy.version
 
-    r = _run(["-m", "metastore.dropin", "--metastore-off", "--version"], repo, home)
+    r = _run(["-m", "metastore.seams.dropin", "--metastore-off", "--version"], repo, home)
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith(f"mypy {mypy.version.__version__}") and r.stderr == ""
 
     write(repo / "bad.py", "x: int = 'no'\n")
-    r = _run(["-m", "metastore.dropin", "--metastore-off", "--no-incremental", "bad.py"],
+    r = _run(["-m", "metastore.seams.dropin", "--metastore-off", "--no-incremental", "bad.py"],
              repo, home)
     assert r.returncode == 1 and "bad.py:1: error" in r.stdout, r.stdout + r.stderr
 
-    r = _run(["-m", "metastore.dropin", "--metastore-off", "--no-such-mypy-flag"], repo, home)
+    r = _run(["-m", "metastore.seams.dropin", "--metastore-off", "--no-such-mypy-flag"], repo, home)
     assert r.returncode == 2 and r.stderr.startswith("usage: mypy"), r.stderr
 
-    r = _run(["-m", "metastore.dropin", "--metastore-of", "x.py"], repo, home)
+    r = _run(["-m", "metastore.seams.dropin", "--metastore-of", "x.py"], repo, home)
     assert r.returncode == 2 and r.stdout == ""
     assert r.stderr.startswith("mypy-metastore: error: unknown option '--metastore-of'")
     assert r.stderr.count("\n") == 1
@@ -575,7 +578,7 @@ def test_hook_reads_config_file_named_in_an_argument_file(
 ) -> None:
     """Plain ``mypy @args`` where the argument file names the config file that enables the
     store: the startup hook expands the @file as mypy will, and installs the store."""
-    from metastore import hook
+    from metastore.seams import hook
 
     monkeypatch.chdir(repo)
     environ = {k: v for k, v in os.environ.items() if not k.startswith("MYPY_METASTORE")}
@@ -583,7 +586,7 @@ def test_hook_reads_config_file_named_in_an_argument_file(
     write(repo / "conf" / "strict.ini", "[mypy]\n\n[metastore]\nenabled = true\nstore = s.db\n")
     write(repo / "args.txt", "--config-file\nconf/strict.ini\npkg\n")
     monkeypatch.setattr(sys, "argv", ["mypy", "@args.txt"])
-    monkeypatch.delitem(sys.modules, "metastore.dropin", raising=False)  # not the drop-in
+    monkeypatch.delitem(sys.modules, "metastore.seams.dropin", raising=False)  # not the drop-in
     hook.activate()
     assert len(fake_seam) == 1
     assert fake_seam[0].store.value == str(repo / "conf" / "s.db")

@@ -293,7 +293,8 @@ def test_store_on_a_full_filesystem(harness: Harness, proj: Path, tmp_path: Path
 
 _CRASHED_WRITER = """
 import os, sys
-from metastore.store import Store, digest
+from metastore.store.api import digest
+from metastore.store.local import Store
 s = Store(sys.argv[1])
 blob = b"left in the wal by a crashed writer"
 s.put(entries=[("crash", b"crash-key", b"crash-value", [digest(blob)])], blobs=[blob])

@@ -315,7 +315,7 @@ def test_a_new_checkout_records_its_snapshot_derived_from_the_one_it_took(
     bytes a record); its next runs are served from it by stat. Once the other checkout's
     snapshot changes, the derived one no longer holds and the checkout is served as a new
     one again - exact all along."""
-    from metastore.run_snapshot import DERIVED_MAGIC, MAGIC
+    from metastore.mypy.run_snapshot import DERIVED_MAGIC, MAGIC
 
     h = harness
     proj, files, log, env = _project_with_debug_log(tmp_path)

@@ -243,7 +243,7 @@ def run_scenario(s: Session, mode: str, project: Project, edits: Sequence[Edit])
             _check_race(s, mode, [current, saved[e.a % len(saved)]], history)
             continue
         if e.kind == "settle":
-            time.sleep(2.2)  # > metastore.source_files.RACY_SECONDS
+            time.sleep(2.2)  # > metastore.mypy.source_files.RACY_SECONDS
         elif e.kind == "swap":
             current = saved[e.a % len(saved)]
         elif e.kind == "copy":

@@ -1,4 +1,4 @@
-"""Unit tests of store maintenance (metastore.maintenance) and the schema-2 bookkeeping of
+"""Unit tests of store maintenance (metastore.cli.maintenance) and the schema-2 bookkeeping of
 metastore.store: real apsw, real files, real processes for the read-only cases."""
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from metastore import maintenance as mt  # noqa: E402
-from metastore import store as store_mod  # noqa: E402
-from metastore.admin import Progress  # noqa: E402
-from metastore.store import Base, Store, digest  # noqa: E402
+from metastore.cli import maintenance as mt  # noqa: E402
+from metastore.store import sqlite as store_mod  # noqa: E402
+from metastore.cli.admin import Progress  # noqa: E402
+from metastore.store.api import Base, StoreError, digest  # noqa: E402
+from metastore.store.local import Store
 
 
 def unit(i: int, label: str = "ns-a") -> tuple[tuple[str, bytes, bytes, list[bytes]], list[bytes]]:
@@ -208,7 +209,7 @@ def test_merge_unions_dedups_and_never_overwrites(tmp_path: Path) -> None:
     assert entry_set(tmp_path / "d.db") == {(b"key-%d" % i, b"value-%d" % i) for i in range(4)}
     assert d.get_slot(b"slot") == (2.0, b"from-d")  # not overwritten
     assert mt.verify(d)[0].ok
-    with pytest.raises(store_mod.StoreError, match="destination itself"):
+    with pytest.raises(StoreError, match="destination itself"):
         mt.merge(d, [str(tmp_path / "d.db")])
     d.close()
 

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import metastore
-from metastore import dropin
+from metastore.seams import dropin
 from metastore.config import Config, ConfigError, expand_argfiles, load_config, split_argv
 
 PANTS_TAIL = ["--skip-cache-mtime-check", "--sqlite-cache", "--cache-dir",
@@ -25,15 +25,15 @@ PANTS_TAIL = ["--skip-cache-mtime-check", "--sqlite-cache", "--cache-dir",
 
 @pytest.fixture
 def fake_seam(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[Config]]:
-    """Stand-ins for metastore.seam / metastore.compat, so prepare() installs nothing in
+    """Stand-ins for metastore.seams.sql / metastore.mypy.compat, so prepare() installs nothing in
     this process (recording install() calls)."""
     installed: list[Config] = []
-    seam = types.ModuleType("metastore.seam")
+    seam = types.ModuleType("metastore.seams.sql")
     seam.install = installed.append  # type: ignore[attr-defined]
-    compat = types.ModuleType("metastore.compat")
+    compat = types.ModuleType("metastore.mypy.compat")
     compat.unsupported_reason = lambda: None  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "metastore.seam", seam)
-    monkeypatch.setitem(sys.modules, "metastore.compat", compat)
+    monkeypatch.setitem(sys.modules, "metastore.seams.sql", seam)
+    monkeypatch.setitem(sys.modules, "metastore.mypy.compat", compat)
     monkeypatch.setattr(metastore, "seam", seam, raising=False)
     monkeypatch.setattr(metastore, "compat", compat, raising=False)
     yield installed
@@ -150,7 +150,7 @@ def test_store_in_the_mypy_config_file(sandbox: Path) -> None:
 def test_missing_named_cache_directory_is_created(sandbox: Path) -> None:
     """The store is opened through a dangling ``.cache/mypy_cache`` link: its target is
     created (os.makedirs on the link itself would fail)."""
-    from metastore.store import Store
+    from metastore.store.local import Store
 
     config = load_config({"store": ".cache/mypy_cache/sub/metastore.db"}, environ={})
     store = Store(config.store.value)

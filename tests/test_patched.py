@@ -28,7 +28,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(
 
 PATCHED = os.environ.get("METASTORE_PATCHED_PYTHON", "")
 STOCK = os.environ.get("METASTORE_STOCK_PYTHON", "")
-FACTORY = "metastore.mypy_factory:create"
+FACTORY = "metastore.seams.cache_store:create"
 SPEC = gen.ProjectSpec()
 
 
@@ -205,7 +205,7 @@ def test_patched_interpreter_really_has_the_option() -> None:
 def test_dropin_via_the_option_never_imports_the_seam(h: Harness, tmp_path: Path,
                                                       via: str) -> None:
     """What ``METASTORE_E2E_VIA=cache-store`` selects: the drop-in passes ``--cache-store``;
-    no process of the build (coordinator, two workers) imports ``metastore.seam``, yet the
+    no process of the build (coordinator, two workers) imports ``metastore.seams.sql``, yet the
     store is used. The control run (the default, the seam) shows the probe sees the seam
     when it is there."""
     proj = tmp_path / "proj"
@@ -217,6 +217,6 @@ def test_dropin_via_the_option_never_imports_the_seam(h: Harness, tmp_path: Path
     # (mypy imports the factory's module with importlib.import_module, which -X importtime
     # does not report; the mypy layer it loads is reported.)
     assert "metastore.mypy_store" in imported
-    assert ("metastore.seam" in imported) == (not via)
+    assert ("metastore.seams.sql" in imported) == (not via)
     h.assert_exact(run, oracle_args=[])
     assert run.stats.published > 40, run.stats

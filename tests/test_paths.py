@@ -1,4 +1,4 @@
-"""Portable paths (metastore.paths): tokens, and the check that lets reads skip decoding."""
+"""Portable paths (metastore.mypy.paths): tokens, and the check that lets reads skip decoding."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from metastore.paths import Roots
+from metastore.mypy.paths import Roots
 
 
 @pytest.fixture()

@@ -1,4 +1,4 @@
-"""The run snapshot's encoding (metastore.run_snapshot): deterministic, and strict on read."""
+"""The run snapshot's encoding (metastore.mypy.run_snapshot): deterministic, and strict on read."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import sys
 import blake3
 import pytest
 
-from metastore.run_snapshot import MAGIC, Record, decode, encode
+from metastore.mypy.run_snapshot import MAGIC, Record, decode, encode
 
 UNIT = ("pkg/a.py", "", "aa" * 32, "bb" * 32, "cc" * 32, "meta_ex", "dd" * 20, "{}", True,
         False)
@@ -153,7 +153,7 @@ def test_garbage_is_not_a_snapshot() -> None:
 
 
 def test_a_derived_snapshot_takes_roots_and_signatures_of_its_checkout() -> None:
-    from metastore.run_snapshot import decode_derived, encode_derived
+    from metastore.mypy.run_snapshot import decode_derived, encode_derived
 
     base = decode(GOOD)
     assert base is not None
@@ -170,7 +170,7 @@ def test_a_derived_snapshot_takes_roots_and_signatures_of_its_checkout() -> None
 
 
 def test_a_derived_snapshot_holds_only_for_the_snapshot_it_was_derived_from() -> None:
-    from metastore.run_snapshot import decode_derived, encode_derived
+    from metastore.mypy.run_snapshot import decode_derived, encode_derived
 
     base, other = decode(GOOD), decode(encode(ROOTS, "[]", [record("pkg/a", "pkg/a.py")]))
     assert base is not None and other is not None

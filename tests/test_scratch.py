@@ -1,4 +1,4 @@
-"""Tests of metastore.scratch: real files, real processes."""
+"""Tests of metastore.store.scratch: real files, real processes."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for spawned processes too
 
-from metastore.scratch import ScratchPad, prune_scratch_dir, remove_scratch  # noqa: E402
-from metastore.store import StoreError  # noqa: E402
+from metastore.store.scratch import ScratchPad, prune_scratch_dir, remove_scratch  # noqa: E402
+from metastore.store.api import StoreError  # noqa: E402
 
 
 def test_put_get_commit_visibility(tmp_path: Path) -> None:
@@ -97,7 +97,7 @@ def test_prune_scratch_dir(tmp_path: Path) -> None:
 def test_leftover_pads_are_pruned_at_most_once_per_interval(tmp_path: Path) -> None:
     """Session start-up prunes pads of killed builds, but lists the directory only when the
     last pruning is PRUNE_INTERVAL_S old (a stamp file's mtime), so a run usually pays a stat."""
-    from metastore import session
+    from metastore.seams import session
 
     old = time.time() - session.STALE_PAD_S - 60
 

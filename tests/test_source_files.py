@@ -1,4 +1,4 @@
-"""The stat-keyed memo of source content keys (metastore.source_files)."""
+"""The stat-keyed memo of source content keys (metastore.mypy.source_files)."""
 
 from __future__ import annotations
 
@@ -7,14 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from metastore.source_files import (
-    RACY_SECONDS,
-    RACY_SUBSECOND_SECONDS,
-    SourceFile,
-    SourceKeys,
-    old_enough,
-)
-from metastore.store import Store, digest
+from metastore.mypy.source_files import (
+    RACY_SECONDS, RACY_SUBSECOND_SECONDS, SourceFile, SourceKeys, old_enough)
+from metastore.store.api import digest
+from metastore.store.local import Store
 
 
 def old_file(path: Path, text: str, age: float = 60.0) -> None:

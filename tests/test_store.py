@@ -18,8 +18,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for spawned processes too
 
-from metastore import store as store_mod  # noqa: E402
-from metastore.store import Entry, Store, StoreError, digest  # noqa: E402
+from metastore.store import sqlite as store_mod  # noqa: E402
+from metastore.store.api import Entry, StoreError, digest  # noqa: E402
+from metastore.store.local import Store
 
 
 def blob(i: int) -> bytes:

@@ -3,7 +3,7 @@
 - :func:`clean_env`: an environment isolated from the user's (HOME, XDG dirs in a temporary
   directory; every ``MYPY*`` variable removed, so ``MYPY_METASTORE_*``, ``MYPY_FORCE_COLOR``,
   ``MYPY_CACHE_DIR``, ``MYPYPATH``, ``MYPY_NUM_WORKERS`` never leak in).
-- :class:`Harness`: one per test; runs the drop-in (``python -m metastore.dropin`` with
+- :class:`Harness`: one per test; runs the drop-in (``python -m metastore.seams.dropin`` with
   ``--metastore-store``, ``--metastore-stats``, ``-v`` and a ``--cache-dir`` of its own; through
   the ``--cache-store`` option instead of the SQL seam if ``METASTORE_E2E_VIA=cache-store``), stock
   incremental mypy, and the oracle (``mypy --no-incremental --cache-dir=/dev/null`` on the same
@@ -27,7 +27,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from metastore.bench import lines_by_file
+from metastore.cli.bench import lines_by_file
 
 DEFAULT_TIMEOUT = 180.0
 #: ``METASTORE_E2E_VIA=cache-store``: drop-in runs get ``MYPY_METASTORE_VIA=cache-store``, so
@@ -75,8 +75,8 @@ def by_file(stdout: str) -> tuple[dict[str, list[str]], list[str]]:
     modules' errors are replayed as they are loaded, and ``-n`` reports files as its workers
     finish them: stock ``mypy -n 2`` on an empty cache dir printed the stress project's
     ``pkg1/broken.py`` before ``pkg0/loose.py`` in 11 of 12 runs, ``--no-incremental``
-    never), and only-once notes (:func:`metastore.bench.lines_by_file` lists them; its
-    :func:`metastore.bench.report` compares the same way for ``metastore bench``)."""
+    never), and only-once notes (:func:`metastore.cli.bench.lines_by_file` lists them; its
+    :func:`metastore.cli.bench.report` compares the same way for ``metastore bench``)."""
     return lines_by_file(stdout, lambda name: name.endswith((".py", ".pyi")) or name == "mypy.ini")
 
 
@@ -132,7 +132,7 @@ class Stats:
     store_seconds: float
     store: str
     layer_hits: tuple[int, ...] = (0,)  # metas offered per layer: top, then each base
-    ambiguous: int = 0  # selection (see metastore.selection)
+    ambiguous: int = 0  # selection (see metastore.mypy.selection)
     search_steps: int = 0
     mismatched: int = 0
     select_seconds: float = 0.0
@@ -271,7 +271,7 @@ def tree_digest(root: Path) -> str:
 
 @dataclass
 class Product:
-    """How to run the product: an interpreter that can ``-m metastore.dropin`` and the
+    """How to run the product: an interpreter that can ``-m metastore.seams.dropin`` and the
     environment variables it needs (``PYTHONPATH`` when run from the source tree)."""
 
     python: str
@@ -314,7 +314,7 @@ class Harness:
     def dropin_argv(self, args: Sequence[str], *, store: Path | None = None,
                     bases: Sequence[Path] = (), stats: bool = True, verbose: bool = True,
                     cache_dir: Path | None = None, python: str | None = None) -> list[str]:
-        argv = [python or self.product.python, "-m", "metastore.dropin",
+        argv = [python or self.product.python, "-m", "metastore.seams.dropin",
                 "--metastore-store", str(store if store is not None else self.store)]
         for b in bases:
             argv += ["--metastore-base", str(b)]
@@ -339,7 +339,7 @@ class Harness:
                      bases: Sequence[Path] = (), stats: bool = True, verbose: bool = True,
                      cache_dir: Path | None = None, python: str | None = None,
                      env: Mapping[str, str] | None = None) -> Pending:
-        """Start ``python -m metastore.dropin`` in ``cwd`` (see :meth:`dropin`)."""
+        """Start ``python -m metastore.seams.dropin`` in ``cwd`` (see :meth:`dropin`)."""
         argv = self.dropin_argv(args, store=store, bases=bases, stats=stats, verbose=verbose,
                                 cache_dir=cache_dir, python=python)
         return Pending(argv, cwd, self._product_env(env), args, "dropin",

@@ -45,7 +45,7 @@ _current: list[str] = [""]
 
 def _install(store: Path) -> None:
     from metastore.config import Config, Setting, export_to_environ
-    from metastore.seam import install
+    from metastore.seams.sql import install
 
     source = "mypy-suite plugin"
     config = Config(Setting(True, source), Setting(str(store), source), Setting((), source),
@@ -57,7 +57,7 @@ def _install(store: Path) -> None:
 def _count(store: Path) -> int:
     if not store.exists():
         return 0
-    from metastore.store import Store
+    from metastore.store.local import Store
 
     s = Store(str(store), [])
     try:

@@ -30,7 +30,8 @@ from metastore.config import (
 )
 
 if TYPE_CHECKING:
-    from metastore.store import Base, Store
+    from metastore.store.api import Base
+    from metastore.store.local import Store
 
 __all__ = ["main"]
 
@@ -156,7 +157,8 @@ def cmd_stats(args: argparse.Namespace) -> None:
             )
         missing_top, top = top, None
 
-    from metastore.store import Store, StoreError
+    from metastore.store.api import StoreError
+    from metastore.store.local import Store
 
     try:
         store = Store(top, _bases(config))
@@ -184,7 +186,7 @@ def cmd_stats(args: argparse.Namespace) -> None:
 
 
 def _bases(config: Config) -> list[Base]:
-    from metastore.store import Base
+    from metastore.store.api import Base
 
     return [Base(*split_base(spec)) for spec in config.bases.value]
 
@@ -192,7 +194,8 @@ def _bases(config: Config) -> list[Base]:
 def _open(args: argparse.Namespace, *, top: bool = True, create: bool = False,
           with_bases: bool = True) -> tuple[Store, Config]:
     """The configured store (top, with bases unless not *with_bases*)."""
-    from metastore.store import Store, StoreError
+    from metastore.store.api import StoreError
+    from metastore.store.local import Store
 
     config = effective_config(args.store)
     path = config.store.value
@@ -233,8 +236,8 @@ def _days(text: str, option: str, unit: str = "days") -> float:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from metastore.maintenance import export
-    from metastore.store import StoreError
+    from metastore.cli.maintenance import export
+    from metastore.store.api import StoreError
 
     store, _ = _open(args, top=os.path.exists(effective_config(args.store).store.value)
                      or not effective_config(args.store).bases.value)
@@ -255,8 +258,9 @@ def cmd_export(args: argparse.Namespace) -> None:
 
 
 def cmd_merge(args: argparse.Namespace) -> None:
-    from metastore.maintenance import merge
-    from metastore.store import Store, StoreError
+    from metastore.cli.maintenance import merge
+    from metastore.store.api import StoreError
+    from metastore.store.local import Store
 
     dest = args.into if args.into is not None else effective_config(args.store).store.value
     for src in args.sources:
@@ -279,8 +283,8 @@ def cmd_merge(args: argparse.Namespace) -> None:
 
 
 def cmd_gc(args: argparse.Namespace) -> None:
-    from metastore.maintenance import gc
-    from metastore.store import ORPHAN_GRACE_S, StoreError
+    from metastore.cli.maintenance import gc
+    from metastore.store.api import ORPHAN_GRACE_S, StoreError
 
     store, config = _open(args, with_bases=False)
     try:
@@ -309,8 +313,8 @@ def cmd_gc(args: argparse.Namespace) -> None:
 
 
 def cmd_verify(args: argparse.Namespace) -> None:
-    from metastore.maintenance import verify
-    from metastore.store import StoreError
+    from metastore.cli.maintenance import verify
+    from metastore.store.api import StoreError
 
     config = effective_config(args.store)
     store, _ = _open(args, top=os.path.exists(config.store.value) or not config.bases.value)
@@ -361,7 +365,7 @@ def cmd_config(args: argparse.Namespace) -> None:
 
 
 def cmd_bench(args: argparse.Namespace) -> None:
-    from metastore import bench
+    from metastore.cli import bench
 
     mypy_args = list(args.mypy_args)
     if mypy_args[:1] == ["--"]:
@@ -375,7 +379,7 @@ def cmd_bench(args: argparse.Namespace) -> None:
 
     import platform
 
-    from metastore.compat import mypy_version
+    from metastore.mypy.compat import mypy_version
 
     header = (f"{os.path.basename(os.getcwd())}: mypy {mypy_version()}, Python "
               f"{platform.python_version()}, {os.cpu_count()} cores, {args.runs} interleaved "

@@ -25,7 +25,7 @@ import struct
 import time
 from collections.abc import Callable, Sequence
 
-from metastore.store import digest
+from metastore.store.api import digest
 
 #: Timestamp granularity margin for whole-second timestamps: no file system we support is
 #: coarser (FAT: 2 s).

@@ -26,7 +26,8 @@ def _in_dropin() -> bool:
     """True in the ``mypy-metastore`` process itself, which installs the store on its own."""
     main = sys.modules.get("__main__")
     spec = getattr(main, "__spec__", None)
-    return "metastore.dropin" in sys.modules or getattr(spec, "name", "") == "metastore.dropin"
+    dropin = "metastore.seams.dropin"
+    return dropin in sys.modules or getattr(spec, "name", "") == dropin
 
 
 def activate() -> None:
@@ -47,7 +48,7 @@ def activate() -> None:
         return
     if not config.enabled.value:
         return
-    from metastore.compat import unsupported_reason
+    from metastore.mypy.compat import unsupported_reason
 
     reason = unsupported_reason()
     if reason is not None:
@@ -59,6 +60,6 @@ def activate() -> None:
         export_to_environ(config, os.environ)
         if _is_mypy_cli() and "--sqlite-cache" not in sys.argv:
             sys.argv.append("--sqlite-cache")  # mypy 1.20 defaults to the file cache
-    from metastore.seam import install
+    from metastore.seams.sql import install
 
     install(config)

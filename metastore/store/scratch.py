@@ -13,7 +13,8 @@ import time
 
 import apsw
 
-from .store import StoreError, guarded, transaction
+from metastore.store.api import StoreError
+from metastore.store.sqlite import guarded, transaction
 
 _SUFFIXES = ("-wal", "-shm", "-journal")
 

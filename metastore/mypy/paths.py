@@ -21,7 +21,7 @@ import re
 from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from metastore.store import digest
+from metastore.store.api import digest
 
 _MARK = "\0"
 #: A token as it can appear inside an encoded entry: raw (fixed format) or JSON-escaped.

@@ -28,23 +28,12 @@ from typing import Any, NamedTuple
 
 import apsw
 
-from metastore.store import (
-    _MIGRATE_V2,
-    _SCHEMA,
-    APPLICATION_ID,
-    ORPHAN_GRACE_S,
-    PAGE_SIZE,
-    SCHEMA_VERSION,
-    Layer,
-    Store,
-    StoreError,
-    _error,
-    _marks,
-    _refs_of,
-    digest,
-    guarded,
-    transaction,
-)
+from metastore.store.api import ORPHAN_GRACE_S, StoreError, digest
+from metastore.store.layer import Layer
+from metastore.store.local import Store
+from metastore.store.sqlite import (
+    _MIGRATE_V2, _SCHEMA, APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION, _error, _marks, _refs_of,
+    guarded, transaction)
 
 Progress = Callable[[int, int], None]
 _BATCH = 500

@@ -58,7 +58,7 @@ class Session:
     def remove(self) -> None:
         """Delete the scratch pad (the coordinator does this at the start and end of a build)."""
         try:
-            from metastore.scratch import remove_scratch
+            from metastore.store.scratch import remove_scratch
 
             remove_scratch(self.path)
         except Exception:
@@ -81,7 +81,7 @@ def _prune_now_and_then(directory: str) -> None:
     with open(stamp, "a"):
         pass
     os.utime(stamp, (now, now))
-    from metastore.scratch import prune_scratch_dir
+    from metastore.store.scratch import prune_scratch_dir
 
     prune_scratch_dir(directory, STALE_PAD_S)
 

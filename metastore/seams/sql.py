@@ -25,8 +25,9 @@ from typing import TYPE_CHECKING, Any
 from metastore.config import Config
 
 if TYPE_CHECKING:
-    from metastore.mypy_store import MypyStore
-    from metastore.store import Base, Store
+    from metastore.mypy.protocol import MypyStore
+    from metastore.store.api import Base
+    from metastore.store.local import Store
 
 _CACHE_DB = re.compile(r"(^|[/\\])\d+\.\d+[/\\]cache(\.\d+)?\.db$")
 
@@ -54,7 +55,7 @@ def install(config: Config) -> None:
     import sqlite3.dbapi2 as dbapi2
 
     _config = config
-    from metastore.session import Session
+    from metastore.seams.session import Session
 
     Session.ensure()
     if getattr(dbapi2.connect, "_mypy_metastore", False):
@@ -131,7 +132,7 @@ def _remove_created(prefix: str) -> None:
 def config_bases(config: Config) -> list[Base]:
     """The configured bases as :class:`metastore.store.Base` (with their immutable flag)."""
     from metastore.config import split_base
-    from metastore.store import Base
+    from metastore.store.api import Base
 
     return [Base(*split_base(spec)) for spec in config.bases.value]
 
@@ -169,9 +170,11 @@ class _Run:
     def __init__(self, prefix: str, config: Config) -> None:
         # Imported here, not at module level: the startup hook installs the seam while
         # mypy.build is being imported, before mypy's cache classes may be imported.
-        from metastore.mypy_store import MypyStore
-        from metastore.session import Session
-        from metastore.store import Store, StoreError
+        from metastore.mypy.protocol import MypyStore
+        from metastore.seams.session import Session
+        from metastore.store.api import StoreError
+        from metastore.store.local import Store
+        from metastore.store.scratch import ScratchPad
 
         self.prefix = prefix
         self.files: set[str] = set()
@@ -203,10 +206,11 @@ class _Run:
         top = self.backend.top
         self.created_dir = top.created_dir if top is not None else None
         self.store = MypyStore(self.backend, self._locate, store_path=self.store_path,
-                               report=report_once)
+                               report=report_once, session=Session.current(),
+                               open_scratch=ScratchPad)
 
     def _locate(self) -> Any | None:
-        from metastore.mypy_view import find_manager
+        from metastore.mypy.view import find_manager
 
         manager = None if self.first is None else find_manager(self.first)
         self.verbose = manager is not None and getattr(manager.options, "verbosity", 0) > 0

@@ -9,7 +9,7 @@ from a file; they are removed before mypy sees argv. With the store active,
 starting ``mypy-metastore: `` and mypy then runs without the store; only an unknown or
 malformed ``--metastore-*`` flag is a usage error (exit status 2, like mypy's own).
 
-Also runnable as ``python -m metastore.dropin``.
+Also runnable as ``python -m metastore.seams.dropin``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ PREFIX = "mypy-metastore: "
 #: Selects how the drop-in reaches mypy: unset or "seam" (default), or VIA_CACHE_STORE.
 ENV_VIA = "MYPY_METASTORE_VIA"
 VIA_CACHE_STORE = "cache-store"
-CACHE_STORE_FACTORY = "metastore.mypy_factory:create"
+CACHE_STORE_FACTORY = "metastore.seams.cache_store:create"
 DROPIN_SOURCE = "mypy-metastore (on unless --metastore-off or MYPY_METASTORE=0)"
 
 
@@ -132,7 +132,7 @@ def prepare(
     Returns ``(mypy_argv, config)`` where ``config`` is the active configuration, or None
     if mypy is to run without the store. When the store is active, ``environ`` has been
     updated by :func:`export_to_environ` (so mypy's workers see the same configuration),
-    ``metastore.seam.install(config)`` has run, and ``mypy_argv`` ends with
+    ``metastore.seams.sql.install(config)`` has run, and ``mypy_argv`` ends with
     ``--sqlite-cache`` - or, with ``MYPY_METASTORE_VIA=cache-store`` (a patched mypy), no
     seam is installed and ``mypy_argv`` ends with ``--cache-store`` naming our factory.
     When it is not, ``environ[MYPY_METASTORE]`` is "0" so that neither workers nor the
@@ -167,7 +167,7 @@ def prepare(
         return mypy_argv, None
 
     try:
-        from metastore import compat
+        from metastore.mypy import compat
 
         reason = compat.unsupported_reason()
     except Exception as e:  # an import or environment problem must not stop mypy
@@ -185,7 +185,7 @@ def prepare(
 
     export_to_environ(config, environ)
     try:
-        from metastore.seam import install
+        from metastore.seams.sql import install
 
         install(config)
     except Exception as e:  # a store problem must not stop mypy

@@ -218,7 +218,7 @@ def _bench(project: str, args: list[str], runs: int, concurrency: int,
         return [python, "-m", "mypy", "--cache-dir", cache, "-v", *args]
 
     def ours(store: str, cache: str) -> list[str]:
-        return [python, "-m", "metastore.dropin", "--metastore-store", store,
+        return [python, "-m", "metastore.seams.dropin", "--metastore-store", store,
                 "--metastore-stats", "--cache-dir", cache, "-v", *args]
 
     oracles: dict[str, Report] = {}

@@ -4,7 +4,7 @@ Choosing a unit for a module costs, per module: a source-key memo lookup, a unit
 decoding each candidate's manifest, resolving its dependencies, fetching and checking its
 meta and meta_ex/err blobs and patching the meta for the file on disk. On a warm run of an
 unchanged tree the outcome is the previous run's. A run snapshot records that outcome: per
-module the path mypy used (tokenised, see :mod:`metastore.paths`), the file's stat
+module the path mypy used (tokenised, see :mod:`metastore.mypy.paths`), the file's stat
 signature, the chosen unit's key and manifest (without the dependency list), where the
 unit was found, the module's dependencies among the records - and the meta and meta_ex/err
 entries exactly as they were served to mypy, so that the next run can serve them again
@@ -12,7 +12,7 @@ without fetching, checking or patching anything. The next run with the same name
 options and sources takes each module whose path mypy still resolves the same and whose
 file still has the recorded content: known from the stat signature when the file is the
 very file that was recorded (same root directory; by the racy rule of
-:mod:`metastore.source_files` the same signature means the same content), else by comparing
+:mod:`metastore.mypy.source_files` the same signature means the same content), else by comparing
 the file's content key with the unit's key - so a snapshot also serves another checkout of
 the same tree. Every other module goes through the normal selection. mypy validates every
 offered meta as always.
@@ -49,7 +49,7 @@ DERIVED_MAGIC = b"mypy-metastore derived run snapshot 2\n"
 _LENGTH = struct.Struct("<I")
 _CHECKSUM_SIZE = 32
 _SEP = "\0"  # between strings: no stem, module id, digest or JSON text holds a raw NUL
-#: Between paths: a tokenised path (see metastore.paths) holds NULs, but never two in a row
+#: Between paths: a tokenised path (see metastore.mypy.paths) holds NULs, but never two in a row
 #: and never as its last character, so splitting on two finds exactly the paths.
 _PATH_SEP = "\0\0"
 #: Unit fields kept in the string table, in :class:`Record.unit` order after the path.

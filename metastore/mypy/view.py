@@ -15,9 +15,9 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from metastore.cache_codec import canonical_json
-from metastore.paths import Roots
-from metastore.store import digest
+from metastore.mypy.cache_codec import canonical_json
+from metastore.mypy.paths import Roots
+from metastore.store.api import digest
 
 
 class MypyView:
@@ -54,7 +54,7 @@ class MypyView:
         format, Python version, or set of plugins (mypy itself throws the whole cache
         away when its plugins snapshot changes).
         """
-        from metastore.cache_codec import cache_version, mypy_cache
+        from metastore.mypy.cache_codec import cache_version, mypy_cache
 
         snapshot = dict(getattr(self.manager, "plugins_snapshot", {}) or {})
         parts = {
