@@ -146,17 +146,17 @@ def _check(s: Session, proj: Path, cache: Path, mode: str, p: Project,
     h = s.harness
     pending = h.start_dropin(proj, MODES[mode], verbose=False, cache_dir=cache)
     oracle = h.oracle(proj, _oracle_args(mode))
-    run = pending.wait()
+    _judge(s, pending.wait(), oracle, mode, history[-1], p, proj, history)
+
+
+def _judge(s: Session, run: RunResult, oracle: RunResult, mode: str, step: str, p: Project,
+           tree: Path, history: Sequence[str]) -> None:
+    """Log the step; count one whose output differs from the oracle only as stock incremental
+    mypy's does; fail on any other difference (recorded with what led to it)."""
     s.steps += 1
-    s.log(f"step {s.steps} example {s.examples} mode={mode} {history[-1]} exit={run.returncode}"
+    s.log(f"step {s.steps} example {s.examples} mode={mode} {step} exit={run.returncode}"
           f" oracle={oracle.returncode} lines={len(run.stdout.splitlines())}")
-    _judge(s, run, oracle, f"mode {mode}", p, proj, history)
-
-
-def _judge(s: Session, run: RunResult, oracle: RunResult, what: str, p: Project, tree: Path,
-           history: Sequence[str]) -> None:
-    """Count a step whose output differs from the oracle only as stock incremental mypy's
-    does; fail on any other difference (recorded with what led to it)."""
+    what = f"mode {mode}" if step == history[-1] else f"mode {mode}, {step}"
     problem = _compare(s.harness, run, oracle)
     if problem is None:
         return
@@ -186,11 +186,7 @@ def _check_race(s: Session, mode: str, versions: Sequence[Project],
                                                 cache_dir=s.root / "cache" / f"copy{s.copies}")))
     for dest, p, pending in started:
         oracle = h.oracle(dest, _oracle_args(mode))
-        run = pending.wait()
-        s.steps += 1
-        s.log(f"step {s.steps} example {s.examples} mode={mode} race exit={run.returncode}"
-              f" oracle={oracle.returncode}")
-        _judge(s, run, oracle, f"mode {mode}, race", p, dest, history)
+        _judge(s, pending.wait(), oracle, mode, "race", p, dest, history)
         shutil.rmtree(dest)
 
 
