@@ -109,6 +109,19 @@ def _pairs(mapping: Mapping[str, int]) -> str:
     return "  ".join(f"{k}={v:,}" for k, v in sorted(mapping.items()))
 
 
+def _slot_kinds(kinds: Mapping[str, Any]) -> str:
+    """Slots by kind: count and bytes, and - where the kind's liveness is known (see
+    :mod:`metastore.mypy.slot_kinds`) - how many of those bytes are dead."""
+    if not kinds:
+        return "-"
+    parts = []
+    for kind, value in sorted(kinds.items()):
+        count, nbytes = int(value[0]), int(value[1])
+        dead = f", {_human_bytes(int(value[2]))} dead" if len(value) > 2 else ""
+        parts.append(f"{kind or '(unlabelled)'}={count:,} ({_human_bytes(nbytes)}{dead})")
+    return "  ".join(parts)
+
+
 def format_stats(layers: Sequence[Mapping[str, Any]], missing_top: str | None = None) -> str:
     """A readable table of per-layer statistics (one block per layer)."""
     lines: list[str] = []
@@ -128,6 +141,7 @@ def format_stats(layers: Sequence[Mapping[str, Any]], missing_top: str | None = 
                 f"{layer.get('orphan_blobs', 0):,} evicted blobs awaiting deletion)"
                 if layer.get("role") == "top" else "")),
             ("labels", _pairs(layer.get("labels") or {})),
+            ("slots", _slot_kinds(layer.get("slot_kinds") or {})),
             ("counters", _pairs(layer.get("counters") or {})),
         ]
         immutable = "  (immutable)" if layer.get("immutable") else ""
@@ -295,7 +309,7 @@ def cmd_gc(args: argparse.Namespace) -> None:
         raise _Fail(str(e)) from None
     if max_size == 0 and args.max_size is None:
         max_size = None  # max_size = 0 in the configuration means "no cap"
-    older = None if args.older_than is None else _days(args.older_than, "--older-than") * 86400
+    older = None if args.older_than is None else _days(args.older_than, "--max-age") * 86400
     grace = ORPHAN_GRACE_S if args.grace is None else _days(args.grace, "--grace", "seconds")
     progress = Progress("gc", "entries evicted")
     try:
@@ -435,8 +449,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_gc.add_argument("--max-size", metavar="SIZE",
                       help="evict until the live size is at most SIZE (e.g. 2G, 500M; "
                       "default: the max_size setting)")
-    p_gc.add_argument("--older-than", metavar="DAYS",
-                      help="evict entries not used for DAYS days")
+    p_gc.add_argument("--max-age", "--older-than", metavar="DAYS", dest="older_than",
+                      help="evict entries and slots not used for DAYS days")
     p_gc.add_argument("--grace", metavar="SECONDS",
                       help="delete blobs of evicted entries only SECONDS after eviction "
                       "(default 3600, so runs in progress keep them; 0 only when no run "

@@ -48,6 +48,7 @@ class LayerStats(NamedTuple):
     live_bytes: int = 0  # pages in use minus blobs awaiting deletion (what max_size caps)
     orphan_blobs: int = 0  # blobs of evicted entries awaiting deletion (see ORPHAN_GRACE_S)
     immutable: bool = False
+    slot_kinds: dict[str, tuple[int, int]] = {}  # kind -> (slots, bytes); see Store.put
 
 
 class Base(NamedTuple):

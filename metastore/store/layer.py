@@ -13,8 +13,9 @@ import apsw
 
 from metastore.store.api import (
     DIGEST_SIZE, ORPHAN_GRACE_S, TOUCH_GRAIN_S, EvictResult, LayerStats, SizeInfo, digest)
+from metastore.store import slots as slot_rows
 from metastore.store.sqlite import (
-    _KEY_INDEX, _MIGRATE_V2, _SCHEMA, APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION,
+    _KEY_INDEX, _MIGRATE_V2, _MIGRATE_V3, _SCHEMA, APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION,
     _chunks, _error, _marks, _refs_of, guarded, transaction)
 
 T = TypeVar("T")
@@ -132,6 +133,8 @@ class Layer:
                         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     if version < 2:
                         self._migrate_v2(conn)
+                    if version < 3:
+                        conn.execute(_MIGRATE_V3)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self.version = SCHEMA_VERSION
             if not self._has_key_index(conn):
@@ -325,7 +328,8 @@ class Layer:
                 blob_bytes=int(one("SELECT coalesce(sum(size), 0) FROM blobs")),
                 file_bytes=file_bytes, schema_version=int(c.pragma("user_version")),
                 labels=labels, counters=counters, live_bytes=self._size().live,
-                orphan_blobs=orphans, immutable=self.immutable)
+                orphan_blobs=orphans, immutable=self.immutable,
+                slot_kinds=slot_rows.by_kind(c, self.version))
         return self.run(query)
 
     def size(self) -> SizeInfo:
@@ -360,15 +364,17 @@ class Layer:
 
     def write(self, blobs: Mapping[bytes, bytes],
               entries: Sequence[tuple[str, bytes, bytes, bytes]],
-              slots: Sequence[tuple[bytes, float, bytes]], counters: Mapping[str, int],
+              slots: Sequence[slot_rows.SlotRow], counters: Mapping[str, int],
               check_refs: Sequence[bytes], touch: Sequence[int] = (),
+              touch_slots: Sequence[bytes] = (),
               copies: Sequence[tuple[str, bytes, bytes, bytes]] = (),
               copy_blobs: Mapping[bytes, bytes] = {}) -> int:
         """Insert everything in ONE transaction; return the bytes of newly stored blobs.
 
-        *touch*: seqs of entries of this layer that were used (their last-use time is
-        updated if older than TOUCH_GRAIN_S).  *copies*: entries copied from a base with
-        their *copy_blobs* (counted in the ``copied`` counter, not in the bytes returned).
+        *touch*: seqs of entries of this layer that were used, *touch_slots*: keys of its
+        slots that were (last-use times are updated if older than TOUCH_GRAIN_S).
+        *copies*: entries copied from a base with their *copy_blobs* (counted in the
+        ``copied`` counter, not in the bytes returned).
         Raises ValueError (nothing written) if one of *check_refs* is neither in *blobs* nor
         already in this layer.
         """
@@ -405,8 +411,8 @@ class Layer:
                         conn.execute(f"UPDATE entries SET used = ? WHERE used < ? AND seq IN "
                                      f"({_marks(len(chunk))})",
                                      (now, now - TOUCH_GRAIN_S, *chunk))
-                conn.executemany("INSERT OR REPLACE INTO slots (key, mtime, data) "
-                                 "VALUES (?, ?, ?)", slots)
+                slot_rows.touch(conn, touch_slots, now)
+                slot_rows.insert(conn, slots, now)
                 self._count(conn, all_counters)
             return new_bytes
         return self.run(txn)
