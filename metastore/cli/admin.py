@@ -182,6 +182,8 @@ def cmd_stats(args: argparse.Namespace) -> None:
                     raise _Fail(f"{missing_top}: no store there yet; nothing to zero")
                 store.top.zero_counters()
             layers = [layer._asdict() for layer in store.stats()]
+            for layer, stats in zip(store.layers, layers):
+                stats["slot_kinds"] = _slots_with_dead(store, layer)
         finally:
             store.close()
     except StoreError as e:
@@ -197,6 +199,24 @@ def cmd_stats(args: argparse.Namespace) -> None:
         print(json.dumps(out, indent=2, sort_keys=True))
     else:
         print(format_stats(layers, missing_top))
+
+
+def _slots_with_dead(store: Any, layer: Any) -> dict[str, list[int]]:
+    """{kind: [slots, bytes, dead bytes]} of one layer (reads every slot; a slot is dead
+    when what it names is gone from every layer, see metastore.mypy.slot_kinds)."""
+    from metastore.mypy.slot_kinds import dead
+    from metastore.store import slots as slot_rows
+
+    kinds: dict[str, list[int]] = {}
+    for kind, key, _, data in slot_rows.iterate(layer):
+        row = kinds.setdefault(kind, [0, 0, 0])
+        row[0] += 1
+        row[1] += len(data)
+        if dead(kind, data, lambda k: store.get_slot(k) is not None,
+                lambda k: bool(store.lookup([k])[k]),
+                lambda ds: len(store.have_blobs(ds)) == len(set(ds))):
+            row[2] += len(data)
+    return kinds
 
 
 def _bases(config: Config) -> list[Base]:
@@ -321,7 +341,8 @@ def cmd_gc(args: argparse.Namespace) -> None:
         progress.done()
         store.close()
     cap = "no cap" if max_size is None else f"cap {_human_bytes(max_size)}"
-    print(f"gc {config.store.value}: evicted {result.entries:,} entries, deleted "
+    print(f"gc {config.store.value}: evicted {result.entries:,} entries and "
+          f"{result.slots:,} slots, deleted "
           f"{result.blobs:,} blobs ({_human_bytes(result.blob_bytes)}); live size "
           f"{_human_bytes(result.live_bytes)} ({cap}), file {_human_bytes(result.file_bytes)}")
 

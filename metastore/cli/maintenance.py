@@ -23,7 +23,6 @@ to show anything.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
@@ -31,6 +30,7 @@ import apsw
 
 from metastore.store import slots as slot_rows
 from metastore.store.api import ORPHAN_GRACE_S, StoreError, digest
+from metastore.store.api import now as clock
 from metastore.store.layer import Layer
 from metastore.store.local import Store
 from metastore.store.sqlite import (
@@ -215,7 +215,7 @@ def merge(dest: Store, sources: Sequence[str], *, progress: Progress | None = No
                 progress(seen, nbytes)
             kind = "kind" if src.version >= 3 else "''"
             slots: list[Any] = src.run(lambda: src.conn.execute(
-                f"SELECT key, mtime, data, {kind}, CAST(strftime('%s', 'now') AS INTEGER) "
+                f"SELECT key, mtime, data, {kind}, {int(clock())} "
                 "FROM slots").fetchall())
             for i in range(0, len(slots), _BATCH):
                 chunk = slots[i:i + _BATCH]
@@ -243,7 +243,7 @@ def _write_batch(top: Layer, blobs: dict[bytes, bytes],
                 if conn.changes():
                     nbytes += len(data)
             # A merged entry counts as used now: it was wanted by whoever merged it.
-            added = top._insert_entries(entries, int(time.time()), int(time.time()))
+            added = top._insert_entries(entries, int(clock()), int(clock()))
             if added:
                 top._count(conn, {"merged": added})
         return added, nbytes
@@ -259,6 +259,7 @@ class GcResult(NamedTuple):
     blob_bytes: int
     live_bytes: int
     file_bytes: int
+    slots: int = 0  # slots evicted
 
 
 def gc(store: Store, *, max_size: int | None = None, older_than_s: float | None = None,
@@ -272,8 +273,9 @@ def gc(store: Store, *, max_size: int | None = None, older_than_s: float | None 
         raise ValueError("gc needs a top layer")
     progress = progress or _noop
     entries = 0
+    slots_before = _slot_count(top)
     if older_than_s is not None:
-        cutoff = int(time.time() - older_than_s)
+        cutoff = int(clock() - older_than_s)
         while True:
             result = top.evict(_BATCH, used_before=cutoff)
             entries += result.entries
@@ -288,7 +290,12 @@ def gc(store: Store, *, max_size: int | None = None, older_than_s: float | None 
     size = top.size()
     file_bytes = sum(os.path.getsize(p) for p in (top.path, top.path + "-wal")
                      if os.path.exists(p))
-    return GcResult(entries + evicted, blobs, blob_bytes, size.live, file_bytes)
+    return GcResult(entries + evicted, blobs, blob_bytes, size.live, file_bytes,
+                    max(0, slots_before - _slot_count(top)))
+
+
+def _slot_count(top: Layer) -> int:
+    return int(_rows(top, "SELECT count(*) FROM slots")[0][0])
 
 
 # --------------------------------------------------------------------------- verify
@@ -434,7 +441,7 @@ def _repair(layer: Layer, bad: set[bytes], broken: list[int], index_bad: bool) -
                                      "SELECT seq, refs FROM entries").fetchall()
                                   for d in _refs_of(refs)])
                 done.append("rebuilt the refs index")
-            now = int(time.time())
+            now = int(clock())
             for blob_digest in sorted(freed - bad):
                 conn.execute("INSERT OR IGNORE INTO orphans (digest, since, size) SELECT "
                              "digest, ?, size FROM blobs WHERE digest = ? AND NOT EXISTS "

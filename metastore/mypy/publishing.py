@@ -9,6 +9,7 @@ from typing import Any
 from metastore.mypy.cache_codec import DATA_MTIME
 from metastore.mypy.source_files import SourceFile
 from metastore.store.api import StoreError, digest
+from metastore.store.api import now as clock
 from metastore.mypy.slot_kinds import MYPY_GLOBAL, PREVIOUS_UNIT, SOURCE_MEMO
 from metastore.mypy.snapshots import Snapshots
 from metastore.mypy.units import Manifest, Published, options_key, stem_for
@@ -35,7 +36,7 @@ class Publishing(Snapshots):
         assembled = {stem: unit for stem in sorted(self._dirty)
                      if (unit := self._assemble(stem)) is not None}
         units = list(assembled.values())
-        now = time.time()
+        now = clock()
         # Each published unit becomes its module's previous unit (named by key and meta).
         previous = [(self._previous_key(stem, source.path), now, key + bytes.fromhex(m.meta),
                      PREVIOUS_UNIT) for stem, (key, m, _, _, source, _) in assembled.items()]

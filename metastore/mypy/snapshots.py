@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Sequence
 
 from metastore.mypy import run_snapshot
@@ -16,6 +15,7 @@ from metastore.mypy.slot_kinds import DERIVED_SNAPSHOT, RUN_SNAPSHOT, SNAPSHOT_P
 from metastore.mypy.source_files import old_enough, signature
 from metastore.mypy.view import MypyView
 from metastore.store.api import TOUCH_GRAIN_S, StoreError, digest
+from metastore.store.api import now as clock
 from metastore.mypy.choosing import Choosing
 from metastore.mypy.units import (
     SNAPSHOT_POINTER, UNTRUSTED_SIGNATURE, Manifest, Offer, module_id, unit_parts)
@@ -85,7 +85,7 @@ class Snapshots(Choosing):
         # Units the recording run published are in this top; while they are younger than
         # the last-use grain, touching them would change nothing, so their entries need
         # not be looked up (their hits are the top's).
-        published_recently = same_layers and time.time() - recorded < TOUCH_GRAIN_S
+        published_recently = same_layers and clock() - recorded < TOUCH_GRAIN_S
         stat = view.stat
         offers, known_path = self._offers, self._paths.get
         # stem -> (record index, path mypy uses, its root (see below), stat, proven by
@@ -372,7 +372,7 @@ class Snapshots(Choosing):
                 and self._asked <= self._from_snapshot
                 and not rechecked and not self._snapshot_resolved):
             return []  # every module came from the snapshot and nothing was re-checked
-        now = time.time()
+        now = clock()
         roots = view.roots()
         here, portable = self._snapshot_keys(view)
         if (snapshot is not None and self._snapshot_base != here

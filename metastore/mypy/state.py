@@ -14,6 +14,7 @@ from metastore.mypy.cache_codec import Codec
 from metastore.mypy.source_files import SourceKeys
 from metastore.mypy.view import MypyView
 from metastore.store.api import TOUCH_GRAIN_S, Entry, StoreError, digest
+from metastore.store.api import now as clock
 from metastore.mypy.stats import RunStats
 from metastore.mypy.units import Candidates, Offer, Published, stem_for
 
@@ -283,7 +284,7 @@ class StoreState:
         LRU with the entries. Those written less than TOUCH_GRAIN_S ago are skipped: their
         last use is no older than that (the store also writes a last use at most once per
         grain)."""
-        stale = time.time() - TOUCH_GRAIN_S
+        stale = clock() - TOUCH_GRAIN_S
         self._used_slots.update(key for key, (written, _) in found.items() if written < stale)
 
     def _previous_key(self, stem: str, path: str) -> bytes:

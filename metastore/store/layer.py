@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar, Any
@@ -12,7 +11,8 @@ from typing import TypeVar, Any
 import apsw
 
 from metastore.store.api import (
-    DIGEST_SIZE, ORPHAN_GRACE_S, TOUCH_GRAIN_S, EvictResult, LayerStats, SizeInfo, digest)
+    DIGEST_SIZE, ORPHAN_GRACE_S, TOUCH_GRAIN_S, EvictResult, LayerStats, SizeInfo, digest,
+    now as clock)
 from metastore.store import slots as slot_rows
 from metastore.store.sqlite import (
     _KEY_INDEX, _MIGRATE_V2, _MIGRATE_V3, _SCHEMA, APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION,
@@ -396,7 +396,7 @@ class Layer:
                                  "VALUES (?, ?, ?)", (blob_digest, len(data), data))
                     if conn.changes():
                         new_bytes += len(data)
-                now = int(time.time())
+                now = int(clock())
                 self._insert_entries(entries, now, now)
                 all_counters = dict(counters)
                 if copies:
@@ -460,7 +460,7 @@ class Layer:
                                  chunk)
                 pairs = [(ref, seq) for seq, refs in rows for ref in _refs_of(refs)]
                 conn.executemany("DELETE FROM refs WHERE digest = ? AND seq = ?", pairs)
-                now = int(time.time())
+                now = int(clock())
                 orphaned = orphaned_bytes = 0
                 for blob_digest in sorted({d for d, _ in pairs}):
                     conn.execute("INSERT OR IGNORE INTO orphans (digest, since, size) "
@@ -484,7 +484,7 @@ class Layer:
             with transaction(conn):
                 rows: list[Any] = conn.execute("SELECT digest, size FROM orphans WHERE since <= ? "
                                     f"ORDER BY since LIMIT {int(limit)}",
-                                    (time.time() - grace_s,)).fetchall()
+                                    (clock() - grace_s,)).fetchall()
                 deleted = deleted_bytes = 0
                 for blob_digest, size in rows:
                     conn.execute("DELETE FROM orphans WHERE digest = ?", (blob_digest,))
@@ -510,7 +510,7 @@ class Layer:
         def txn() -> None:
             with transaction(self.conn):
                 self.conn.execute("DELETE FROM counters")
-                self._count(self.conn, {"zeroed_at": int(time.time())})
+                self._count(self.conn, {"zeroed_at": int(clock())})
         self.run(txn)
 
     @staticmethod

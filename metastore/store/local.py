@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from metastore.store.api import (
-    DIGEST_SIZE, ORPHAN_GRACE_S, Base, Entry, LayerStats, StoreError, digest)
+    DIGEST_SIZE, ORPHAN_GRACE_S, Base, Entry, LayerStats, StoreError, digest, now)
 from metastore.store import slots as slot_rows
 from metastore.store.layer import Layer
 from metastore.store.sqlite import (
@@ -271,22 +271,15 @@ class Store:
                 top._bookkeeping_only = False  # eviction: checkpoint at close as usual
             if size.live > max_size:
                 while size.live > max_size * TRIM_LOW_WATER and not out_of_time():
-                    entries_from, slots_from = slot_rows.oldest(top)
-                    if entries_from is None and slots_from is None:
+                    result, slots = slot_rows.evict_oldest(top, TRIM_BATCH)
+                    if not (result.entries or slots):
                         break
-                    if slots_from is not None and (entries_from is None
-                                                   or slots_from <= entries_from):
-                        # Slots used no later than the oldest entry; then the entries.
-                        slot_rows.evict(top, TRIM_BATCH, used_before=None if entries_from
-                                        is None else entries_from + 1)
-                    else:
-                        result = top.evict(TRIM_BATCH, used_before=slots_from)
-                        evicted += result.entries
-                        orphaned_bytes += result.orphaned_bytes
+                    evicted += result.entries
+                    orphaned_bytes += result.orphaned_bytes
                     if progress is not None:
                         progress(evicted, orphaned_bytes)
                     size = top.size()
-            if size.oldest_orphan is not None and size.oldest_orphan <= time.time() - grace_s:
+            if size.oldest_orphan is not None and size.oldest_orphan <= now() - grace_s:
                 while not out_of_time():
                     n, nbytes = top.sweep(TRIM_BATCH, grace_s=grace_s)
                     blobs += n

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import apsw
 
-from metastore.store.api import TOUCH_GRAIN_S
+from metastore.store.api import TOUCH_GRAIN_S, EvictResult
 from metastore.store.sqlite import _chunks, _marks, transaction
 
 if TYPE_CHECKING:
@@ -42,6 +42,20 @@ def oldest(layer: Layer) -> tuple[int | None, int | None]:
     row: Any = layer.run(lambda: layer.conn.execute(
         "SELECT (SELECT min(used) FROM entries), (SELECT min(used) FROM slots)").fetchall()[0])
     return (None if row[0] is None else int(row[0]), None if row[1] is None else int(row[1]))
+
+
+def evict_oldest(layer: Layer, limit: int) -> tuple[EvictResult, int]:
+    """One step of the LRU over entries and slots: up to *limit* slots last used no later
+    than the oldest entry, else up to *limit* entries last used before the oldest slot.
+    Returns what was evicted: (entries, slots)."""
+    entries_from, slots_from = oldest(layer)
+    if slots_from is not None and (entries_from is None or slots_from <= entries_from):
+        n, _ = evict(layer, limit, used_before=None if entries_from is None
+                     else entries_from + 1)
+        return EvictResult(0, 0, 0), n
+    if entries_from is None:
+        return EvictResult(0, 0, 0), 0
+    return layer.evict(limit, used_before=slots_from), 0
 
 
 def evict(layer: Layer, limit: int, *, used_before: int | None = None) -> tuple[int, int]:
