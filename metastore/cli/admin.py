@@ -109,6 +109,19 @@ def _pairs(mapping: Mapping[str, int]) -> str:
     return "  ".join(f"{k}={v:,}" for k, v in sorted(mapping.items()))
 
 
+def _slot_kinds(kinds: Mapping[str, Any]) -> str:
+    """Slots by kind: count and bytes, and - where the kind's liveness is known (see
+    :mod:`metastore.mypy.slot_kinds`) - how many of those bytes are dead."""
+    if not kinds:
+        return "-"
+    parts = []
+    for kind, value in sorted(kinds.items()):
+        count, nbytes = int(value[0]), int(value[1])
+        dead = f", {_human_bytes(int(value[2]))} dead" if len(value) > 2 else ""
+        parts.append(f"{kind or '(unlabelled)'}={count:,} ({_human_bytes(nbytes)}{dead})")
+    return "  ".join(parts)
+
+
 def format_stats(layers: Sequence[Mapping[str, Any]], missing_top: str | None = None) -> str:
     """A readable table of per-layer statistics (one block per layer)."""
     lines: list[str] = []
@@ -128,6 +141,7 @@ def format_stats(layers: Sequence[Mapping[str, Any]], missing_top: str | None = 
                 f"{layer.get('orphan_blobs', 0):,} evicted blobs awaiting deletion)"
                 if layer.get("role") == "top" else "")),
             ("labels", _pairs(layer.get("labels") or {})),
+            ("slots", _slot_kinds(layer.get("slot_kinds") or {})),
             ("counters", _pairs(layer.get("counters") or {})),
         ]
         immutable = "  (immutable)" if layer.get("immutable") else ""
@@ -168,6 +182,8 @@ def cmd_stats(args: argparse.Namespace) -> None:
                     raise _Fail(f"{missing_top}: no store there yet; nothing to zero")
                 store.top.zero_counters()
             layers = [layer._asdict() for layer in store.stats()]
+            for layer, stats in zip(store.layers, layers):
+                stats["slot_kinds"] = _slots_with_dead(store, layer)
         finally:
             store.close()
     except StoreError as e:
@@ -183,6 +199,24 @@ def cmd_stats(args: argparse.Namespace) -> None:
         print(json.dumps(out, indent=2, sort_keys=True))
     else:
         print(format_stats(layers, missing_top))
+
+
+def _slots_with_dead(store: Any, layer: Any) -> dict[str, list[int]]:
+    """{kind: [slots, bytes, dead bytes]} of one layer (reads every slot; a slot is dead
+    when what it names is gone from every layer, see metastore.mypy.slot_kinds)."""
+    from metastore.mypy.slot_kinds import dead
+    from metastore.store import slots as slot_rows
+
+    kinds: dict[str, list[int]] = {}
+    for kind, key, _, data in slot_rows.iterate(layer):
+        row = kinds.setdefault(kind, [0, 0, 0])
+        row[0] += 1
+        row[1] += len(data)
+        if dead(kind, data, lambda k: store.get_slot(k) is not None,
+                lambda k: bool(store.lookup([k])[k]),
+                lambda ds: len(store.have_blobs(ds)) == len(set(ds))):
+            row[2] += len(data)
+    return kinds
 
 
 def _bases(config: Config) -> list[Base]:
@@ -295,7 +329,7 @@ def cmd_gc(args: argparse.Namespace) -> None:
         raise _Fail(str(e)) from None
     if max_size == 0 and args.max_size is None:
         max_size = None  # max_size = 0 in the configuration means "no cap"
-    older = None if args.older_than is None else _days(args.older_than, "--older-than") * 86400
+    older = None if args.older_than is None else _days(args.older_than, "--max-age") * 86400
     grace = ORPHAN_GRACE_S if args.grace is None else _days(args.grace, "--grace", "seconds")
     progress = Progress("gc", "entries evicted")
     try:
@@ -307,7 +341,8 @@ def cmd_gc(args: argparse.Namespace) -> None:
         progress.done()
         store.close()
     cap = "no cap" if max_size is None else f"cap {_human_bytes(max_size)}"
-    print(f"gc {config.store.value}: evicted {result.entries:,} entries, deleted "
+    print(f"gc {config.store.value}: evicted {result.entries:,} entries and "
+          f"{result.slots:,} slots, deleted "
           f"{result.blobs:,} blobs ({_human_bytes(result.blob_bytes)}); live size "
           f"{_human_bytes(result.live_bytes)} ({cap}), file {_human_bytes(result.file_bytes)}")
 
@@ -435,8 +470,8 @@ def build_parser() -> argparse.ArgumentParser:
     p_gc.add_argument("--max-size", metavar="SIZE",
                       help="evict until the live size is at most SIZE (e.g. 2G, 500M; "
                       "default: the max_size setting)")
-    p_gc.add_argument("--older-than", metavar="DAYS",
-                      help="evict entries not used for DAYS days")
+    p_gc.add_argument("--max-age", "--older-than", metavar="DAYS", dest="older_than",
+                      help="evict entries and slots not used for DAYS days")
     p_gc.add_argument("--grace", metavar="SECONDS",
                       help="delete blobs of evicted entries only SECONDS after eviction "
                       "(default 3600, so runs in progress keep them; 0 only when no run "

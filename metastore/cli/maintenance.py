@@ -13,8 +13,9 @@ to show anything.
 - :func:`merge`: copies what a destination top lacks from other stores: append-only
   (``INSERT OR IGNORE``), identical entries deduplicated, nothing overwritten, in short
   ``BEGIN IMMEDIATE`` batches (so concurrent users of the destination only wait briefly).
-- :func:`gc`: least-recently-used eviction down to a size, and/or of entries unused for some
-  days; blobs are deleted after the grace period (see ``store.ORPHAN_GRACE_S``).
+- :func:`gc`: least-recently-used eviction (of entries and slots, one LRU) down to a size,
+  and/or of entries and slots unused for some days; blobs are deleted after the grace
+  period (see ``store.ORPHAN_GRACE_S``).
 - :func:`verify`: schema, SQLite integrity, blob digests, references, the refs index and
   layer health; with repair, removes what is broken from the top (never anything valid).
 """
@@ -22,18 +23,19 @@ to show anything.
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Callable, Collection, Sequence
 from typing import Any, NamedTuple
 
 import apsw
 
+from metastore.store import slots as slot_rows
 from metastore.store.api import ORPHAN_GRACE_S, StoreError, digest
+from metastore.store.api import now as clock
 from metastore.store.layer import Layer
 from metastore.store.local import Store
 from metastore.store.sqlite import (
-    _MIGRATE_V2, _SCHEMA, APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION, _error, _marks, _refs_of,
-    guarded, transaction)
+    _MIGRATE_V2, _MIGRATE_V3, _SCHEMA, APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION, _error,
+    _marks, _refs_of, guarded, transaction)
 
 Progress = Callable[[int, int], None]
 _BATCH = 500
@@ -63,13 +65,15 @@ def export(store: Store, out: str, *, labels: Collection[str] = (), since: int |
     progress = progress or _noop
     out = os.path.abspath(out)
     chosen: dict[tuple[bytes, bytes], tuple[str, bytes]] = {}
-    slots: dict[bytes, tuple[float, bytes]] = {}
+    slots: dict[bytes, tuple[float, bytes, str]] = {}
     for layer in store.layers:
         for label, key, value, refs in _select(layer, labels, since):
             chosen.setdefault((key, value), (label, refs))
         if not labels and since is None:
-            for key, mtime, data in _rows(layer, "SELECT key, mtime, data FROM slots"):
-                slots.setdefault(bytes(key), (float(mtime), bytes(data)))
+            kind = "kind" if layer.version >= 3 else "''"
+            for key, mtime, data, k in _rows(layer, f"SELECT key, mtime, data, {kind} "
+                                             "FROM slots"):
+                slots.setdefault(bytes(key), (float(mtime), bytes(data), str(k)))
     needed = sorted({ref for label, refs in chosen.values() for ref in _refs_of(refs)})
     tmp = f"{out}.tmp-{os.getpid()}"
     for suffix in ("", "-journal"):
@@ -88,6 +92,7 @@ def export(store: Store, out: str, *, labels: Collection[str] = (), since: int |
             with transaction(conn):
                 conn.execute(_SCHEMA)
                 conn.execute(_MIGRATE_V2)
+                conn.execute(_MIGRATE_V3)
                 conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 for i in range(0, len(needed), _BATCH):
@@ -111,8 +116,9 @@ def export(store: Store, out: str, *, labels: Collection[str] = (), since: int |
                                  (seq, label, key, value, refs))
                     conn.executemany("INSERT OR IGNORE INTO refs (digest, seq) VALUES (?, ?)",
                                      [(d, seq) for d in digests])
-                conn.executemany("INSERT INTO slots (key, mtime, data) VALUES (?, ?, ?)",
-                                 [(k, m, d) for k, (m, d) in sorted(slots.items())])
+                conn.executemany("INSERT INTO slots (key, mtime, data, kind, used) VALUES "
+                                 "(?, ?, ?, ?, 0)",
+                                 [(k, m, d, kind) for k, (m, d, kind) in sorted(slots.items())])
                 # Blobs that only skipped entries needed are not kept.
                 conn.execute("DELETE FROM blobs WHERE digest NOT IN (SELECT digest FROM refs)")
             conn.execute("ANALYZE")
@@ -207,15 +213,17 @@ def merge(dest: Store, sources: Sequence[str], *, progress: Progress | None = No
                 new += added
                 nbytes += added_bytes
                 progress(seen, nbytes)
+            kind = "kind" if src.version >= 3 else "''"
             slots: list[Any] = src.run(lambda: src.conn.execute(
-                "SELECT key, mtime, data FROM slots").fetchall())
+                f"SELECT key, mtime, data, {kind}, {int(clock())} "
+                "FROM slots").fetchall())
             for i in range(0, len(slots), _BATCH):
                 chunk = slots[i:i + _BATCH]
 
                 def put_slots(chunk: list[Any] = chunk) -> None:
                     with transaction(top.conn):
-                        top.conn.executemany("INSERT OR IGNORE INTO slots (key, mtime, data) "
-                                             "VALUES (?, ?, ?)", chunk)
+                        top.conn.executemany("INSERT OR IGNORE INTO slots (key, mtime, data, "
+                                             "kind, used) VALUES (?, ?, ?, ?, ?)", chunk)
                 top.run(put_slots)
         finally:
             src.close()
@@ -235,7 +243,7 @@ def _write_batch(top: Layer, blobs: dict[bytes, bytes],
                 if conn.changes():
                     nbytes += len(data)
             # A merged entry counts as used now: it was wanted by whoever merged it.
-            added = top._insert_entries(entries, int(time.time()), int(time.time()))
+            added = top._insert_entries(entries, int(clock()), int(clock()))
             if added:
                 top._count(conn, {"merged": added})
         return added, nbytes
@@ -251,33 +259,43 @@ class GcResult(NamedTuple):
     blob_bytes: int
     live_bytes: int
     file_bytes: int
+    slots: int = 0  # slots evicted
 
 
 def gc(store: Store, *, max_size: int | None = None, older_than_s: float | None = None,
        grace_s: float = ORPHAN_GRACE_S, progress: Progress | None = None) -> GcResult:
-    """Evict from the top the entries unused for *older_than_s*, then least recently used
-    ones until its live size is at most *max_size*; delete blobs orphaned at least *grace_s*
+    """Evict from the top the entries and slots unused for *older_than_s*, then least
+    recently used ones (entries and slots, one LRU) until its live size is at most
+    *max_size*; delete blobs orphaned at least *grace_s*
     ago and return free pages to the file system."""
     top = store.top
     if top is None:
         raise ValueError("gc needs a top layer")
     progress = progress or _noop
     entries = 0
+    slots_before = _slot_count(top)
     if older_than_s is not None:
-        cutoff = int(time.time() - older_than_s)
+        cutoff = int(clock() - older_than_s)
         while True:
             result = top.evict(_BATCH, used_before=cutoff)
             entries += result.entries
             progress(entries, 0)
             if result.entries < _BATCH:
                 break
+        while slot_rows.evict(top, _BATCH, used_before=cutoff)[0] == _BATCH:
+            pass
     evicted, blobs, blob_bytes = store.trim(
         max_size if max_size is not None else 2**62, grace_s=grace_s,
         progress=lambda n, b: progress(entries + n, b))
     size = top.size()
     file_bytes = sum(os.path.getsize(p) for p in (top.path, top.path + "-wal")
                      if os.path.exists(p))
-    return GcResult(entries + evicted, blobs, blob_bytes, size.live, file_bytes)
+    return GcResult(entries + evicted, blobs, blob_bytes, size.live, file_bytes,
+                    max(0, slots_before - _slot_count(top)))
+
+
+def _slot_count(top: Layer) -> int:
+    return int(_rows(top, "SELECT count(*) FROM slots")[0][0])
 
 
 # --------------------------------------------------------------------------- verify
@@ -423,7 +441,7 @@ def _repair(layer: Layer, bad: set[bytes], broken: list[int], index_bad: bool) -
                                      "SELECT seq, refs FROM entries").fetchall()
                                   for d in _refs_of(refs)])
                 done.append("rebuilt the refs index")
-            now = int(time.time())
+            now = int(clock())
             for blob_digest in sorted(freed - bad):
                 conn.execute("INSERT OR IGNORE INTO orphans (digest, since, size) SELECT "
                              "digest, ?, size FROM blobs WHERE digest = ? AND NOT EXISTS "

@@ -139,6 +139,7 @@ class Choosing(Reading):
                 if entry is not None and not entry[1].is_dir and stem not in chosen}
         try:
             slots = self.backend.get_slots(list(keys)) if keys else {}
+            self._touch_slots(slots)
         except StoreError as e:
             self._problem(str(e))
             return

@@ -9,6 +9,8 @@ from typing import Any
 from metastore.mypy.cache_codec import DATA_MTIME
 from metastore.mypy.source_files import SourceFile
 from metastore.store.api import StoreError, digest
+from metastore.store.api import now as clock
+from metastore.mypy.slot_kinds import MYPY_GLOBAL, PREVIOUS_UNIT, SOURCE_MEMO
 from metastore.mypy.snapshots import Snapshots
 from metastore.mypy.units import Manifest, Published, options_key, stem_for
 from metastore.mypy.state import PUBLISH_INTERVAL_S
@@ -34,12 +36,13 @@ class Publishing(Snapshots):
         assembled = {stem: unit for stem in sorted(self._dirty)
                      if (unit := self._assemble(stem)) is not None}
         units = list(assembled.values())
-        now = time.time()
+        now = clock()
         # Each published unit becomes its module's previous unit (named by key and meta).
-        previous = [(self._previous_key(stem, source.path), now, key + bytes.fromhex(m.meta))
-                    for stem, (key, m, _, _, source, _) in assembled.items()]
+        previous = [(self._previous_key(stem, source.path), now, key + bytes.fromhex(m.meta),
+                     PREVIOUS_UNIT) for stem, (key, m, _, _, source, _) in assembled.items()]
         self._dirty.clear()
-        memo = self._sources.pending()
+        memo = [(key, recorded, data, SOURCE_MEMO)
+                for key, recorded, data in self._sources.pending()]
         # The snapshot, written in the same transaction, records these units too; a worker
         # tells the coordinator, which writes the snapshot.
         view = self._view
@@ -56,14 +59,14 @@ class Publishing(Snapshots):
             self._blob_cache[manifest.ex] = parts[2]
         snapshot = self._snapshot_slot() if self._final else []
         if (not units and not self._unpublished_slots and not self._counter_deltas
-                and not memo and not self._used and not snapshot):
+                and not memo and not self._used and not snapshot and not self._used_slots):
             return
         if self.backend is None or not self._publishing:
             return
         entries = [(self._label, key, manifest.encode(), refs)
                    for key, manifest, refs, _, _, _ in units]
         blobs = [blob for _, _, _, parts, _, _ in units for blob in parts]
-        slots = [(self._slot_key(name), mtime, data)
+        slots = [(self._slot_key(name), mtime, data, MYPY_GLOBAL)
                  for name, (mtime, data) in self._slot_writes.items()
                  if name in self._unpublished_slots]
         slots += memo + previous + snapshot
@@ -71,7 +74,8 @@ class Publishing(Snapshots):
         counters["published"] = counters.get("published", 0) + len(units)
         try:
             written = self.backend.put(entries=entries, blobs=blobs, slots=slots,
-                                       counters=counters, used=sorted(self._used))
+                                       counters=counters, used=sorted(self._used),
+                                       used_slots=sorted(self._used_slots))
         except StoreError as e:
             self._problem(f"{e}; this run's results were not saved")
             self._publishing = False
@@ -81,6 +85,7 @@ class Publishing(Snapshots):
         self._counter_deltas.clear()
         self._unpublished_slots.clear()
         self._used.clear()
+        self._used_slots.clear()
 
     def _assemble(
         self, stem: str

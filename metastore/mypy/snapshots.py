@@ -6,15 +6,16 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Sequence
 
 from metastore.mypy import run_snapshot
 from metastore.mypy.debug import DEBUG, debug
 from metastore.mypy.paths import Roots
+from metastore.mypy.slot_kinds import DERIVED_SNAPSHOT, RUN_SNAPSHOT, SNAPSHOT_POINTER_KIND
 from metastore.mypy.source_files import old_enough, signature
 from metastore.mypy.view import MypyView
 from metastore.store.api import TOUCH_GRAIN_S, StoreError, digest
+from metastore.store.api import now as clock
 from metastore.mypy.choosing import Choosing
 from metastore.mypy.units import (
     SNAPSHOT_POINTER, UNTRUSTED_SIGNATURE, Manifest, Offer, module_id, unit_parts)
@@ -84,7 +85,7 @@ class Snapshots(Choosing):
         # Units the recording run published are in this top; while they are younger than
         # the last-use grain, touching them would change nothing, so their entries need
         # not be looked up (their hits are the top's).
-        published_recently = same_layers and time.time() - recorded < TOUCH_GRAIN_S
+        published_recently = same_layers and clock() - recorded < TOUCH_GRAIN_S
         stat = view.stat
         offers, known_path = self._offers, self._paths.get
         # stem -> (record index, path mypy uses, its root (see below), stat, proven by
@@ -258,6 +259,7 @@ class Snapshots(Choosing):
         try:
             slots = self.backend.get_slots([here, portable])
             portable_slot = slots.get(portable)
+            pointer = portable_slot
             if portable_slot is not None and portable_slot[1].startswith(SNAPSHOT_POINTER):
                 # the portable slot names the snapshot slot of the checkout that wrote it
                 pointed = portable_slot[1][len(SNAPSHOT_POINTER):]
@@ -283,6 +285,11 @@ class Snapshots(Choosing):
                 self._snapshot = snapshot
                 self._snapshot_read = slot[1] if key == here else None
                 self._snapshot_base = base_key
+                # Taken: its slots stay in the store's LRU (see _touch_slots).
+                taken = {key: slot, base_key: base}
+                if key == portable and pointer is not None:
+                    taken[self._snapshot_keys(view)[1]] = pointer
+                self._touch_slots(taken)
                 return snapshot, base[0], key == here
         except StoreError as e:
             self._problem(str(e))
@@ -345,7 +352,7 @@ class Snapshots(Choosing):
                 located[stem] = (entry.layer, entry.seq)
         return located
 
-    def _snapshot_slot(self) -> list[tuple[bytes, float, bytes]]:
+    def _snapshot_slot(self) -> list[tuple[bytes, float, bytes, str]]:
         """The run snapshot to write at the end of the build, in both its slots ([] if
         unchanged or empty): for each module mypy asked for, the unit it was offered from
         the store or the unit published for it in this run, with the meta and meta_ex/err
@@ -365,7 +372,7 @@ class Snapshots(Choosing):
                 and self._asked <= self._from_snapshot
                 and not rechecked and not self._snapshot_resolved):
             return []  # every module came from the snapshot and nothing was re-checked
-        now = time.time()
+        now = clock()
         roots = view.roots()
         here, portable = self._snapshot_keys(view)
         if (snapshot is not None and self._snapshot_base != here
@@ -380,7 +387,8 @@ class Snapshots(Choosing):
             if derived == self._snapshot_read:
                 return []
             self._snapshot_read = derived
-            return [(here, now, derived), (portable, now, SNAPSHOT_POINTER + here)]
+            return [(here, now, derived, DERIVED_SNAPSHOT),
+                    (portable, now, SNAPSHOT_POINTER + here, SNAPSHOT_POINTER_KIND)]
         records = []
         meta_suffix, ex_part = ".meta" + codec.suffix, codec.ex_part
         ex_suffix = f".{ex_part}{codec.suffix}"
@@ -434,7 +442,8 @@ class Snapshots(Choosing):
         if not records or data == self._snapshot_read:
             return []
         self._snapshot_read = data
-        return [(here, now, data), (portable, now, SNAPSHOT_POINTER + here)]
+        return [(here, now, data, RUN_SNAPSHOT),
+                (portable, now, SNAPSHOT_POINTER + here, SNAPSHOT_POINTER_KIND)]
 
     def _trusted_signature(self, st: os.stat_result | None) -> tuple[int, int, int, int]:
         """The signature a snapshot records for a file of this stat: its own, or - for a file

@@ -13,7 +13,8 @@ from metastore.mypy import run_snapshot
 from metastore.mypy.cache_codec import Codec
 from metastore.mypy.source_files import SourceKeys
 from metastore.mypy.view import MypyView
-from metastore.store.api import Entry, StoreError, digest
+from metastore.store.api import TOUCH_GRAIN_S, Entry, StoreError, digest
+from metastore.store.api import now as clock
 from metastore.mypy.stats import RunStats
 from metastore.mypy.units import Candidates, Offer, Published, stem_for
 
@@ -36,9 +37,10 @@ if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker
             *,
             entries: Sequence[tuple[str, bytes, bytes, Sequence[bytes]]] = ...,
             blobs: Iterable[bytes] = ...,
-            slots: Sequence[tuple[bytes, float, bytes]] = ...,
+            slots: Sequence[tuple[bytes, float, bytes, str]] = ...,
             counters: Mapping[str, int] = ...,
             used: Iterable[tuple[int, int]] = ...,
+            used_slots: Iterable[bytes] = ...,
         ) -> int: ...
 
     class Scratch(Protocol):
@@ -154,6 +156,7 @@ class StoreState:
         self._pinned: set[str] = set()
         self._counter_deltas: dict[str, int] = {}
         self._used: set[tuple[int, int]] = set()  # (layer, seq) of units offered, for the store
+        self._used_slots: set[bytes] = set()  # slots read and used, touched at the next put
         self._session = session
         self._open_scratch = open_scratch
         self._scratch: Scratch | None = None
@@ -234,11 +237,15 @@ class StoreState:
             return self._slot_writes[name]
         if self.backend is None or self._view_or_none() is None:
             return None
+        key = self._slot_key(name)
         try:
-            return self.backend.get_slot(self._slot_key(name))
+            slot = self.backend.get_slot(key)
         except StoreError as e:
             self._problem(str(e))
             return None
+        if slot is not None:
+            self._used_slots.add(key)  # mypy's own: written with the time mypy gives
+        return slot
 
     def _slot_key(self, name: str) -> bytes:
         return digest(self._ns + b"\0slot\0" + name.encode())
@@ -268,7 +275,17 @@ class StoreState:
     def _memo_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]:
         if self.backend is None:
             return {}
-        return self.backend.get_slots(keys)
+        found = self.backend.get_slots(keys)
+        self._touch_slots(found)
+        return found
+
+    def _touch_slots(self, found: Mapping[bytes, tuple[float, bytes]]) -> None:
+        """Mark slots read (and about to be used) as used, so that they stay in the store's
+        LRU with the entries. Those written less than TOUCH_GRAIN_S ago are skipped: their
+        last use is no older than that (the store also writes a last use at most once per
+        grain)."""
+        stale = clock() - TOUCH_GRAIN_S
+        self._used_slots.update(key for key, (written, _) in found.items() if written < stale)
 
     def _previous_key(self, stem: str, path: str) -> bytes:
         """The slot holding the last unit published for ``stem`` from the file at ``path``

@@ -4,6 +4,8 @@ mypy layer relies on. Knows nothing of mypy."""
 
 from __future__ import annotations
 
+import os
+import time
 from typing import NamedTuple
 
 import blake3
@@ -14,6 +16,17 @@ TOUCH_GRAIN_S = 3600
 #: Blobs of evicted entries are deleted only after this many seconds, so that a run that
 #: chose an entry before it was evicted still finds its blobs.
 ORPHAN_GRACE_S = 3600
+
+
+#: Added to the bookkeeping clock (:func:`now`): a soak test simulating months of use in
+#: minutes sets ``METASTORE_CLOCK_OFFSET_S`` per run (benchmarks/soak.py). Unset: 0.
+_CLOCK_OFFSET_S = float(os.environ.get("METASTORE_CLOCK_OFFSET_S") or 0)
+
+
+def now() -> float:
+    """The clock of the store's bookkeeping - last-use times, eviction, orphan grace, slot
+    times - never of anything compared with files' timestamps (those use ``time.time``)."""
+    return time.time() + _CLOCK_OFFSET_S
 
 
 class StoreError(Exception):
@@ -48,6 +61,7 @@ class LayerStats(NamedTuple):
     live_bytes: int = 0  # pages in use minus blobs awaiting deletion (what max_size caps)
     orphan_blobs: int = 0  # blobs of evicted entries awaiting deletion (see ORPHAN_GRACE_S)
     immutable: bool = False
+    slot_kinds: dict[str, tuple[int, int]] = {}  # kind -> (slots, bytes); see Store.put
 
 
 class Base(NamedTuple):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
 import urllib.parse
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TypeVar, Any
@@ -12,9 +11,11 @@ from typing import TypeVar, Any
 import apsw
 
 from metastore.store.api import (
-    DIGEST_SIZE, ORPHAN_GRACE_S, TOUCH_GRAIN_S, EvictResult, LayerStats, SizeInfo, digest)
+    DIGEST_SIZE, ORPHAN_GRACE_S, TOUCH_GRAIN_S, EvictResult, LayerStats, SizeInfo, digest,
+    now as clock)
+from metastore.store import slots as slot_rows
 from metastore.store.sqlite import (
-    _KEY_INDEX, _MIGRATE_V2, _SCHEMA, APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION,
+    _KEY_INDEX, _MIGRATE_V2, _MIGRATE_V3, _SCHEMA, APPLICATION_ID, PAGE_SIZE, SCHEMA_VERSION,
     _chunks, _error, _marks, _refs_of, guarded, transaction)
 
 T = TypeVar("T")
@@ -132,6 +133,8 @@ class Layer:
                         conn.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                     if version < 2:
                         self._migrate_v2(conn)
+                    if version < 3:
+                        conn.execute(_MIGRATE_V3)
                     conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             self.version = SCHEMA_VERSION
             if not self._has_key_index(conn):
@@ -325,7 +328,8 @@ class Layer:
                 blob_bytes=int(one("SELECT coalesce(sum(size), 0) FROM blobs")),
                 file_bytes=file_bytes, schema_version=int(c.pragma("user_version")),
                 labels=labels, counters=counters, live_bytes=self._size().live,
-                orphan_blobs=orphans, immutable=self.immutable)
+                orphan_blobs=orphans, immutable=self.immutable,
+                slot_kinds=slot_rows.by_kind(c, self.version))
         return self.run(query)
 
     def size(self) -> SizeInfo:
@@ -360,15 +364,17 @@ class Layer:
 
     def write(self, blobs: Mapping[bytes, bytes],
               entries: Sequence[tuple[str, bytes, bytes, bytes]],
-              slots: Sequence[tuple[bytes, float, bytes]], counters: Mapping[str, int],
+              slots: Sequence[slot_rows.SlotRow], counters: Mapping[str, int],
               check_refs: Sequence[bytes], touch: Sequence[int] = (),
+              touch_slots: Sequence[bytes] = (),
               copies: Sequence[tuple[str, bytes, bytes, bytes]] = (),
               copy_blobs: Mapping[bytes, bytes] = {}) -> int:
         """Insert everything in ONE transaction; return the bytes of newly stored blobs.
 
-        *touch*: seqs of entries of this layer that were used (their last-use time is
-        updated if older than TOUCH_GRAIN_S).  *copies*: entries copied from a base with
-        their *copy_blobs* (counted in the ``copied`` counter, not in the bytes returned).
+        *touch*: seqs of entries of this layer that were used, *touch_slots*: keys of its
+        slots that were (last-use times are updated if older than TOUCH_GRAIN_S).
+        *copies*: entries copied from a base with their *copy_blobs* (counted in the
+        ``copied`` counter, not in the bytes returned).
         Raises ValueError (nothing written) if one of *check_refs* is neither in *blobs* nor
         already in this layer.
         """
@@ -390,7 +396,7 @@ class Layer:
                                  "VALUES (?, ?, ?)", (blob_digest, len(data), data))
                     if conn.changes():
                         new_bytes += len(data)
-                now = int(time.time())
+                now = int(clock())
                 self._insert_entries(entries, now, now)
                 all_counters = dict(counters)
                 if copies:
@@ -405,8 +411,8 @@ class Layer:
                         conn.execute(f"UPDATE entries SET used = ? WHERE used < ? AND seq IN "
                                      f"({_marks(len(chunk))})",
                                      (now, now - TOUCH_GRAIN_S, *chunk))
-                conn.executemany("INSERT OR REPLACE INTO slots (key, mtime, data) "
-                                 "VALUES (?, ?, ?)", slots)
+                slot_rows.touch(conn, touch_slots, now)
+                slot_rows.insert(conn, slots, now)
                 self._count(conn, all_counters)
             return new_bytes
         return self.run(txn)
@@ -454,7 +460,7 @@ class Layer:
                                  chunk)
                 pairs = [(ref, seq) for seq, refs in rows for ref in _refs_of(refs)]
                 conn.executemany("DELETE FROM refs WHERE digest = ? AND seq = ?", pairs)
-                now = int(time.time())
+                now = int(clock())
                 orphaned = orphaned_bytes = 0
                 for blob_digest in sorted({d for d, _ in pairs}):
                     conn.execute("INSERT OR IGNORE INTO orphans (digest, since, size) "
@@ -478,7 +484,7 @@ class Layer:
             with transaction(conn):
                 rows: list[Any] = conn.execute("SELECT digest, size FROM orphans WHERE since <= ? "
                                     f"ORDER BY since LIMIT {int(limit)}",
-                                    (time.time() - grace_s,)).fetchall()
+                                    (clock() - grace_s,)).fetchall()
                 deleted = deleted_bytes = 0
                 for blob_digest, size in rows:
                     conn.execute("DELETE FROM orphans WHERE digest = ?", (blob_digest,))
@@ -504,7 +510,7 @@ class Layer:
         def txn() -> None:
             with transaction(self.conn):
                 self.conn.execute("DELETE FROM counters")
-                self._count(self.conn, {"zeroed_at": int(time.time())})
+                self._count(self.conn, {"zeroed_at": int(clock())})
         self.run(txn)
 
     @staticmethod

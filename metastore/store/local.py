@@ -24,7 +24,8 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from metastore.store.api import (
-    DIGEST_SIZE, ORPHAN_GRACE_S, Base, Entry, LayerStats, StoreError, digest)
+    DIGEST_SIZE, ORPHAN_GRACE_S, Base, Entry, LayerStats, StoreError, digest, now)
+from metastore.store import slots as slot_rows
 from metastore.store.layer import Layer
 from metastore.store.sqlite import (
     TRIM_BATCH, TRIM_BUDGET_S, TRIM_LOW_WATER, _error, _refs_of)
@@ -173,16 +174,20 @@ class Store:
         return found
 
     def put(self, *, entries: Sequence[tuple[str, bytes, bytes, Sequence[bytes]]] = (),
-            blobs: Iterable[bytes] = (), slots: Sequence[tuple[bytes, float, bytes]] = (),
-            counters: Mapping[str, int] = {}, used: Iterable[tuple[int, int]] = ()) -> int:
+            blobs: Iterable[bytes] = (), slots: Sequence[slot_rows.SlotRow] = (),
+            counters: Mapping[str, int] = {}, used: Iterable[tuple[int, int]] = (),
+            used_slots: Iterable[bytes] = ()) -> int:
         """Write to the top in ONE short transaction; return the bytes of new blobs.
 
         entries are (label, key, value, refs); refs are digests of blobs the entry needs.
         Blobs are inserted by digest (INSERT OR IGNORE), then entries (INSERT OR IGNORE,
-        unique on (key, value)); slots replace; counters are added (value += delta).
+        unique on (key, value)); slots, (key, mtime, data[, kind]), replace (*kind*: an
+        opaque short label, grouped by in stats); counters are added (value += delta).
         *used*: (layer, seq) of entries (as from :meth:`lookup`) used since the last put:
         the top's get a coarse last-use time (bases are never written); with ``copy_hits``,
-        base entries are copied into the top with their blobs.  Afterwards, if the top
+        base entries are copied into the top with their blobs.  *used_slots*: keys of slots
+        read since the last put: the top's get a coarse last-use time too (slots and entries
+        share one LRU).  Afterwards, if the top
         exceeds ``max_size``, it is trimmed for at most TRIM_BUDGET_S (the rest is left to
         later puts; trimming problems are left to them too).
         Raises ValueError (nothing written) if a ref is neither in *blobs* nor in a layer;
@@ -210,7 +215,8 @@ class Store:
                     needed -= layer.have_blobs(sorted(needed))
             copies, copy_blobs = self._copies(used) if self.copy_hits else ([], {})
             written = self._top.write(by_digest, rows, slots, counters, sorted(needed),
-                                      touch=touch, copies=copies, copy_blobs=copy_blobs)
+                                      touch=touch, copies=copies, copy_blobs=copy_blobs,
+                                      touch_slots=sorted(set(used_slots)))
             if self.max_size > 0:
                 with contextlib.suppress(StoreError):
                     self.trim(self.max_size, budget_s=TRIM_BUDGET_S)
@@ -241,11 +247,13 @@ class Store:
     def trim(self, max_size: int, *, budget_s: float | None = None,
              grace_s: float = ORPHAN_GRACE_S,
              progress: Callable[[int, int], None] | None = None) -> tuple[int, int, int]:
-        """Evict least recently used entries of the top until its live size (see
+        """Evict least recently used entries and slots of the top (one LRU: whichever was
+        used longer ago goes first) until its live size (see
         :class:`SizeInfo`) is at most TRIM_LOW_WATER * *max_size* (when over *max_size*),
         and delete orphan blobs older than *grace_s*; stop after *budget_s* seconds if given.
 
-        Returns (entries evicted, blobs deleted, bytes of blobs deleted).  *progress* is
+        Returns (entries evicted, blobs deleted, bytes of blobs deleted); slots evicted are
+        counted in the ``evicted_slots`` counter.  *progress* is
         called with (entries evicted, bytes orphaned) so far.
         """
         top = self._top
@@ -263,15 +271,15 @@ class Store:
                 top._bookkeeping_only = False  # eviction: checkpoint at close as usual
             if size.live > max_size:
                 while size.live > max_size * TRIM_LOW_WATER and not out_of_time():
-                    result = top.evict(TRIM_BATCH)
-                    if not result.entries:
+                    result, slots = slot_rows.evict_oldest(top, TRIM_BATCH)
+                    if not (result.entries or slots):
                         break
                     evicted += result.entries
                     orphaned_bytes += result.orphaned_bytes
                     if progress is not None:
                         progress(evicted, orphaned_bytes)
                     size = top.size()
-            if size.oldest_orphan is not None and size.oldest_orphan <= time.time() - grace_s:
+            if size.oldest_orphan is not None and size.oldest_orphan <= now() - grace_s:
                 while not out_of_time():
                     n, nbytes = top.sweep(TRIM_BATCH, grace_s=grace_s)
                     blobs += n

@@ -21,9 +21,9 @@ T = TypeVar("T")
 
 #: ``PRAGMA application_id`` of a store file: ASCII "myms".
 APPLICATION_ID = 0x6D796D73
-#: ``PRAGMA user_version`` of the schema written by this code.  Version 1 files are read as
-#: bases as they are; a writable version 1 top is migrated to version 2 when it is opened.
-SCHEMA_VERSION = 2
+#: ``PRAGMA user_version`` of the schema written by this code.  Version 1 and 2 files are
+#: read as bases as they are; a writable older top is migrated when it is opened.
+SCHEMA_VERSION = 3
 #: Page size of new store files (existing files keep theirs). Most blobs are mypy data
 #: and meta files of 1-100 KiB: with 16 KiB pages one spans a quarter of the overflow
 #: pages it needs with SQLite's default 4 KiB (a quarter of the page reads, measured
@@ -103,6 +103,16 @@ CREATE TABLE orphans (
 ) WITHOUT ROWID;
 """
 
+# Version 3: slots join the LRU.  ``kind`` is an opaque short label the writer gives a slot
+# (the store only groups by it in stats); ``used`` is its coarse last-use time, set when it
+# is written and touched (at most once per TOUCH_GRAIN_S) when a reader says it used it.
+# Existing slots count as used when they were last written.
+_MIGRATE_V3 = """
+ALTER TABLE slots ADD COLUMN kind TEXT NOT NULL DEFAULT '';
+ALTER TABLE slots ADD COLUMN used INTEGER NOT NULL DEFAULT 0;
+UPDATE slots SET used = min(CAST(mtime AS INTEGER), CAST(strftime('%s', 'now') AS INTEGER));
+CREATE INDEX slots_used ON slots (used);
+"""
 
 
 def _error(path: str, problem: str, fix: str) -> StoreError:

@@ -1,0 +1,48 @@
+"""The kinds of slot this layer writes (an opaque label to the store, which groups its
+statistics by it and evicts slots by last use with the entries), and which slots are dead:
+ones that can never be used again because what they name is gone from the store."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from metastore.mypy import run_snapshot
+from metastore.mypy.units import SNAPSHOT_POINTER, Manifest
+
+#: A run snapshot (see metastore.mypy.run_snapshot), one per checkout and set of options.
+RUN_SNAPSHOT = "run-snapshot"
+#: A snapshot derived from another checkout's (roots and signatures only).
+DERIVED_SNAPSHOT = "derived-snapshot"
+#: The portable slot: names the snapshot slot last written by any checkout.
+SNAPSHOT_POINTER_KIND = "snapshot-pointer"
+#: A source file's stat signature and content key (metastore.mypy.source_files).
+SOURCE_MEMO = "source-memo"
+#: The last unit published for a module from one file (choosing._offer_previous).
+PREVIOUS_UNIT = "previous-unit"
+#: mypy's own global entries (fine-grained dependencies), kept as they were written.
+MYPY_GLOBAL = "mypy-global"
+
+
+def dead(kind: str, data: bytes, has_slot: Callable[[bytes], bool],
+         has_entry: Callable[[bytes], bool], has_blobs: Callable[[Sequence[bytes]], bool],
+         ) -> bool:
+    """True if a slot of ``kind`` holding ``data`` can never serve again: a pointer or a
+    derived snapshot whose snapshot is gone, a previous unit whose entry is gone, a run
+    snapshot some of whose units' data blobs are gone (those records are chosen anew, never
+    served), an undecodable snapshot. Memos and mypy's entries are never known dead."""
+    if kind == SNAPSHOT_POINTER_KIND:
+        return not (data.startswith(SNAPSHOT_POINTER)
+                    and has_slot(data[len(SNAPSHOT_POINTER):]))
+    if kind == DERIVED_SNAPSHOT:
+        derived = run_snapshot.decode_derived(data)
+        return derived is None or not has_slot(derived.base_key)
+    if kind == PREVIOUS_UNIT:
+        return len(data) != 64 or not has_entry(data[:32])
+    if kind == RUN_SNAPSHOT:
+        snapshot = run_snapshot.decode(data)
+        if snapshot is None:
+            return True
+        datas = [bytes.fromhex(Manifest.of_snapshot_unit(snapshot.unit(i)).data)
+                 for i in range(len(snapshot))]
+        return not has_blobs(datas)
+    return False
