@@ -44,9 +44,10 @@ def open_backend(config: Config, report: Callable[[str], None], *,
 
 
 def remote_line(backend: object) -> str:
-    """`` remote_hits=... `` for the stats line, or "" without a remote."""
+    """The remote's line printed after the stats line (``"\nmypy-metastore: remote_hits=...
+    remote=URL"``), or "" without a remote."""
     from metastore.store.tiered import TieredStore
 
     if isinstance(backend, TieredStore):
-        return " " + backend.remote_stats.line()
+        return f"\nmypy-metastore: {backend.remote_stats.line()} remote={backend.url}"
     return ""

@@ -26,6 +26,9 @@ from metastore.store.tier import (
     Record, RemoteError, Tier, decode_record, decode_slot, encode_record, encode_slot, mask_url)
 
 
+BAD_RECORD = "entries that are malformed or not signed with remote_key"
+
+
 class RemoteStats:
     """What the remote did in this process."""
 
@@ -155,8 +158,8 @@ class TieredStore:
             for data in raw:
                 try:
                     record = decode_record(key, data, self._secret)
-                except ValueError as e:
-                    self._rejected(f"an entry is malformed or not signed with remote_key ({e})")
+                except ValueError:
+                    self._rejected(BAD_RECORD)
                     continue
                 records.append((key, record))
             self.remote_stats.bytes_read += sum(len(d) for d in raw)
@@ -222,8 +225,8 @@ class TieredStore:
             self.remote_stats.bytes_read += len(raw)
             try:
                 mtime, data = decode_slot(key, raw, self._secret)
-            except ValueError as e:
-                self._rejected(f"a slot is malformed or not signed with remote_key ({e})")
+            except ValueError:
+                self._rejected(BAD_RECORD)
                 continue
             self.remote_stats.hits += 1
             found[key] = (mtime, data)
