@@ -209,3 +209,31 @@ def test_settings(tmp_path: Path) -> None:
     with pytest.raises(ConfigError):
         load_config(mypy_argv=["--config-file", str(tmp_path / "mypy.ini")],
                     environ={"HOME": str(tmp_path)}, cwd=str(tmp_path))
+
+
+def test_push_then_pull(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                        capsys: pytest.CaptureFixture[str]) -> None:
+    from metastore.cli.admin import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    for name in ("MYPY_METASTORE_STORE", "MYPY_METASTORE_BASES"):
+        monkeypatch.delenv(name, raising=False)
+    a = Store(str(tmp_path / "a.db"))
+    blobs = [b"blob %d" % i for i in range(700)]
+    a.put(entries=[("lbl", digest(b), b"v", [digest(b)]) for b in blobs], blobs=blobs,
+          slots=[(KEY, 3.0, b"slot")])
+    a.close()
+    with redis_server(tmp_path / "srv") as url:
+        monkeypatch.setenv("MYPY_METASTORE_REMOTE", url)
+        monkeypatch.setenv("MYPY_METASTORE_REMOTE_KEY", "k")
+        main(["--store", str(tmp_path / "a.db"), "push"])
+        assert "pushed 700 entries and 1 slots" in capsys.readouterr().out
+        main(["--store", str(tmp_path / "b.db"), "pull"])
+        assert "pulled 700 entry keys and 1 slots" in capsys.readouterr().out
+    b = Store(str(tmp_path / "b.db"))
+    assert all(b.lookup([digest(x)])[digest(x)] for x in blobs[::50])
+    assert b.get_blob(digest(blobs[3])) == blobs[3] and b.get_slot(KEY) == (3.0, b"slot")
+    counters = b.stats()[0].counters
+    assert counters.get("remote_hits", 0) >= 700
+    b.close()

@@ -114,6 +114,22 @@ class RedisTier:
                 if isinstance(result, Exception):
                     raise RemoteError(f"write refused: {result}")
 
+    def list_keys(self) -> tuple[list[bytes], list[bytes]]:
+        """(entry keys, slot keys) the server holds (``SCAN``; for ``metastore pull``)."""
+        out: tuple[list[bytes], list[bytes]] = ([], [])
+        self._trips += 1
+        try:
+            for n, kind in enumerate((b"ac", b"slot")):
+                pattern = PREFIX + kind + b":*"
+                for name in self._client.scan_iter(match=pattern, count=1000):
+                    try:
+                        out[n].append(bytes.fromhex(bytes(name)[len(pattern) - 1:].decode()))
+                    except ValueError:
+                        continue
+        except self._errors as e:
+            raise RemoteError(f"{type(e).__name__}: {e}".rstrip(": ")) from None
+        return out
+
     def close(self) -> None:
         try:
             self._client.close()

@@ -280,8 +280,20 @@ class TieredStore:
         return True
 
     def close(self) -> None:
+        """Close both tiers; what the remote did is added to L1's persistent counters
+        (``remote_hits``, ``remote_misses``, ``remote_read_bytes``, ``remote_written_bytes``,
+        ``remote_errors``; shown by ``metastore stats``)."""
         remote, self.remote = self.remote, None
         if remote is not None:
             self.remote_stats.round_trips = remote.round_trips
             remote.close()
+        r = self.remote_stats
+        counters = {"remote_hits": r.hits, "remote_misses": r.misses,
+                    "remote_read_bytes": r.bytes_read, "remote_written_bytes": r.bytes_written,
+                    "remote_errors": r.errors}
+        if self.local.top is not None and any(counters.values()):
+            try:
+                self.local.put(counters={k: v for k, v in counters.items() if v})
+            except StoreError:
+                pass  # counters only
         self.local.close()
