@@ -160,3 +160,34 @@ def test_forged_units_rejected_under_remote_key(harness: Harness, tmp_path: Path
     assert len(lines) == 1 and "not signed with remote_key" in lines[0], run.describe()
     assert run.verbose.rechecked > 0
     assert entry_count(l1) == run.stats.published
+
+
+def test_eight_concurrent_runs_two_machines_one_redis(harness: Harness, tmp_path: Path) -> None:
+    """8 processes at a time, two L1 stores (two machines) sharing one Redis, two versions
+    of the project, each machine's checkouts at their own paths: 0 failures, every output
+    the oracle's (the acceptance's concurrency scenario; 2 rounds here)."""
+    h = harness
+    a = gen.generate(SPEC)
+    trees = {"a": a, "b": gen.version_b(a, SPEC)}
+    with redis_server(tmp_path / "servers") as url:
+        env = {"MYPY_METASTORE_REMOTE": url, "MYPY_METASTORE_REMOTE_KEY": "k"}
+        checkouts: list[tuple[Path, Path]] = []
+        for machine in ("m1", "m2"):
+            for i in range(4):
+                version = "ab"[i % 2]
+                cwd = tmp_path / machine / f"w{i}" / "proj"
+                gen.write_tree(cwd, trees[version])
+                checkouts.append((cwd, tmp_path / machine / "store.db"))
+        failures = []
+        for _ in range(2):
+            pending = [h.start_dropin(cwd, store=store, cache_dir=h.fresh_cache_dir(), env=env)
+                       for cwd, store in checkouts]
+            for run in (p.wait() for p in pending):
+                try:
+                    h.assert_clean(run)
+                    h.assert_exact(run)
+                    figures = remote_figures(run)
+                    assert figures["errors"] == 0, figures
+                except AssertionError as e:
+                    failures.append(str(e)[:3000])
+        assert not failures, f"{len(failures)} failures:\n" + "\n\n".join(failures[:3])
