@@ -182,6 +182,20 @@ def test_real_tiers(tmp_path: Path, server: object) -> None:
         tier.close()
 
 
+def test_redis_py_tier(tmp_path: Path) -> None:
+    """The tier on the redis package (rediss://, unix://), here on plain TCP."""
+    from metastore.store.remote_redis import RedisTier
+
+    with redis_server(tmp_path) as url:
+        tier = RedisTier(url, timeout=2)
+        tier.put(blobs={digest(b"x"): b"x"}, entries={KEY: [b"r1"]}, slots={KEY: b"s"})
+        assert tier.get_blobs([digest(b"x"), KEY]) == {digest(b"x"): b"x"}
+        assert tier.get_entries([KEY]) == {KEY: [b"r1"]}
+        assert tier.get_slots([KEY]) == {KEY: b"s"}
+        assert tier.list_keys() == ([KEY], [KEY])
+        tier.close()
+
+
 @pytest.mark.parametrize("scheme", ["redis", "http"])
 def test_refused_is_a_remote_error(scheme: str) -> None:
     tier = open_tier(f"{scheme}://127.0.0.1:{free_port()}", timeout=1)

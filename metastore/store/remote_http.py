@@ -11,7 +11,8 @@ give is done by hand here, within bounds:
 - *connection reuse*: a few kept-alive connections per run, reopened when the server closes
   one;
 - *HTTP/1.1 pipelining*: requests are written back to back on a connection (at most
-  ``PIPELINE`` at a time, so a batch cannot deadlock on full socket buffers) and the
+  ``PIPELINE`` GETs or ``PIPELINE_PUT`` PUTs at a time, so a batch cannot deadlock on full
+  socket buffers) and the
   responses read in order, so a batch of N objects costs about N / (``POOL`` x
   ``PIPELINE``) round trips instead of N;
 - *bounded concurrency*: the connections are driven by a small thread pool (``POOL``
@@ -35,7 +36,10 @@ from metastore.store.api import digest
 from metastore.store.tier import RemoteError, mask_url, pack_list, unpack_list
 
 POOL = 4
-PIPELINE = 32
+#: Requests in flight on one connection: small GETs all fit in the socket buffers at once;
+#: PUTs carry bodies, fewer at a time.
+PIPELINE = 256
+PIPELINE_PUT = 32
 #: Largest object accepted (a larger answer is an error, not a memory blow-up).
 MAX_OBJECT = 256 * 1024 * 1024
 
@@ -96,14 +100,15 @@ class HttpTier:
         """Run (method, path, body) requests; (status, body) of each, in order."""
         if not requests:
             return []
+        depth = PIPELINE_PUT if any(body is not None for _, _, body in requests) else PIPELINE
         lanes = [list(range(i, len(requests), POOL)) for i in range(min(POOL, len(requests)))]
-        self._trips += -(-len(lanes[0]) // PIPELINE)
+        self._trips += -(-len(lanes[0]) // depth)
         results: list[tuple[int, bytes]] = [(0, b"")] * len(requests)
 
         def lane(number: int) -> None:
             todo = lanes[number]
-            for start in range(0, len(todo), PIPELINE):
-                chunk = todo[start:start + PIPELINE]
+            for start in range(0, len(todo), depth):
+                chunk = todo[start:start + depth]
                 for i, answer in zip(chunk, self._pipeline(number, [requests[i] for i in chunk])):
                     results[i] = answer
 

@@ -179,11 +179,15 @@ def mask_url(url: str) -> str:
 
 
 def open_tier(url: str, *, timeout: float) -> Tier:
-    """The tier for *url*: ``redis://``/``rediss://``/``unix://`` (needs the optional
-    ``redis`` package: ``pip install mypy-metastore[remote]``) or ``http://``/``https://``.
+    """The tier for *url*: ``redis://`` (built in), ``rediss://``/``unix://`` (need the
+    optional ``redis`` package: ``pip install mypy-metastore[remote]``) or
+    ``http://``/``https://``.
     Raises RemoteError for an unknown scheme or a missing package; connects lazily."""
     scheme = url.partition("://")[0].lower()
-    if scheme in ("redis", "rediss", "unix"):
+    if scheme == "redis":
+        from metastore.store.remote_redis import RespTier
+        return RespTier(url, timeout=timeout)
+    if scheme in ("rediss", "unix"):
         from metastore.store.remote_redis import RedisTier
         return RedisTier(url, timeout=timeout)
     if scheme in ("http", "https"):
