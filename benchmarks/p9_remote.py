@@ -168,7 +168,8 @@ def main() -> None:
     ap.add_argument("--package", default="rich")
     ap.add_argument("--version", default="13.7.1")
     ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--delay-ms", type=float, default=10.0, help="added each way (RTT = 2x)")
+    ap.add_argument("--delay-ms", type=float, default=10.0,
+                    help="added each way (RTT = 2x); 0: no proxy, plain loopback")
     ap.add_argument("--backends", default="redis,http")
     ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "metastore-p9"))
     args = ap.parse_args()
@@ -186,14 +187,17 @@ def main() -> None:
     run([sys.executable, "-m", "mypy", "--cache-dir", stock_cache, *common], main_dir)
     version = subprocess.run([sys.executable, "-m", "mypy", "--version"],
                              capture_output=True, text=True).stdout.strip()
+    link = (f"RTT {2 * args.delay_ms:.0f} ms added by a proxy" if args.delay_ms > 0
+            else "plain loopback")
     print(f"{args.package} {args.version}; {version}; {os.cpu_count()} cores; {args.runs} runs;"
-          f" RTT {2 * args.delay_ms:.0f} ms added by a proxy")
+          f" {link}")
 
     for kind in args.backends.split(","):
         with server(kind, work) as port:
-            proxy = LatencyProxy(port, args.delay_ms / 1000)
+            proxy = LatencyProxy(port, args.delay_ms / 1000) if args.delay_ms > 0 else None
             scheme = "redis" if kind == "redis" else "http"
-            url = f"{scheme}://127.0.0.1:{proxy.port}" + ("/0" if kind == "redis" else "")
+            url = (f"{scheme}://127.0.0.1:{proxy.port if proxy else port}"
+                   + ("/0" if kind == "redis" else ""))
 
             def ours(store: str, cache: str) -> list[str]:
                 return [sys.executable, "-m", "metastore.seams.dropin", "--metastore-store",
@@ -224,7 +228,8 @@ def main() -> None:
                 m = REMOTE_LINE.search(proc.stderr)
                 trips.append(int(m.group(1)) if m else -1)
                 shutil.rmtree(os.path.dirname(m2))
-            proxy.close()
+            if proxy is not None:
+                proxy.close()
             ms, mo = statistics.median(stock_t), statistics.median(ours_t)
             print(f"P9 {kind}: machine 1 (cold, writes back) {t1:.3f} s, {n1} re-checked; "
                   f"machine 2 (empty L1, tree elsewhere) {mo:.3f} s vs stock warm same dir "

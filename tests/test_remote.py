@@ -251,3 +251,14 @@ def test_push_then_pull(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     counters = b.stats()[0].counters
     assert counters.get("remote_hits", 0) >= 700
     b.close()
+
+
+def test_cold_runs_stop_asking_for_entries(tmp_path: Path) -> None:
+    from metastore.store.tiered import FRUITLESS_LOOKUPS
+
+    tier = FakeTier()
+    store = _tiered(tmp_path, "a.db", tier)
+    for i in range(3 * FRUITLESS_LOOKUPS):
+        store.lookup([b"%031d" % i + b"x"])
+    assert tier.calls == FRUITLESS_LOOKUPS
+    store.close()

@@ -9,6 +9,10 @@
 - *Write-back*: what a run puts into L1 (entries with their blobs, slots; not counters) is
   pushed to the remote in the same call, before ``put`` returns (mypy ends with
   ``os._exit``: nothing may be left for later).
+- *Cold runs*: after ``FRUITLESS_LOOKUPS`` remote lookups in a row found nothing (a project
+  the remote has never seen), entries are no longer asked of it in this run, so a cold
+  run's module-by-module lookups cost a bounded number of round trips (blobs and slots
+  still are; a later hit is only a lost shortcut, never a wrong answer).
 - *Faults*: the first remote failure (down, refused, timeout, protocol garbage) gives the
   remote up for the rest of the process: one line through ``report``, then L1 alone. A
   record or blob that fails its checks is dropped (one line per kind of problem). So a bad
@@ -26,6 +30,7 @@ from metastore.store.tier import (
     Record, RemoteError, Tier, decode_record, decode_slot, encode_record, encode_slot, mask_url)
 
 
+FRUITLESS_LOOKUPS = 8
 BAD_RECORD = "entries that are malformed or not signed with remote_key"
 
 
@@ -65,6 +70,7 @@ class TieredStore:
         self._missed: set[bytes] = set()  # entry keys the remote lacked this run
         self._missed_slots: set[bytes] = set()
         self._blobs: dict[bytes, bytes] = {}  # verified remote blobs not (yet) in L1
+        self._fruitless = 0  # remote lookups in a row that found nothing
 
     # -- what Store offers, unchanged
 
@@ -139,7 +145,7 @@ class TieredStore:
     def lookup(self, keys: Sequence[bytes]) -> dict[bytes, list[Entry]]:
         result = self.local.lookup(keys)
         missing = [k for k, found in result.items() if not found and k not in self._missed]
-        if not missing or self.remote is None:
+        if not missing or self.remote is None or self._fruitless >= FRUITLESS_LOOKUPS:
             return result
         try:
             answers = self.remote.get_entries(missing)
@@ -149,6 +155,7 @@ class TieredStore:
         finally:
             self._sync_trips()
         records: list[tuple[bytes, Record]] = []
+        self._fruitless = 0 if answers else self._fruitless + 1
         for key in missing:
             raw = answers.get(key)
             if not raw:
