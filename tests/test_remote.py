@@ -262,3 +262,36 @@ def test_cold_runs_stop_asking_for_entries(tmp_path: Path) -> None:
         store.lookup([b"%031d" % i + b"x"])
     assert tier.calls == FRUITLESS_LOOKUPS
     store.close()
+
+
+@pytest.mark.parametrize("scheme", ["redis", "http"])
+def test_a_server_answering_garbage_is_a_remote_error(scheme: str) -> None:
+    """A port where something else answers (bytes that are neither RESP nor HTTP)."""
+    import socket
+    import threading
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(4)
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        for _ in range(2):  # bounded: at most two connections, then the thread ends
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            conn.recv(65536)
+            conn.sendall(b"\x00\xffgarbage that is no protocol\r\n" * 3)
+            conn.close()
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        tier = open_tier(f"{scheme}://127.0.0.1:{port}", timeout=2)
+        with pytest.raises(RemoteError):
+            tier.get_blobs([KEY])
+        tier.close()
+    finally:
+        listener.close()
+        thread.join(5)

@@ -44,21 +44,65 @@ PIPELINE_PUT = 32
 MAX_OBJECT = 256 * 1024 * 1024
 
 
-class _Shared:
-    """The response stream of one connection, read by several responses in turn
-    (:class:`http.client.HTTPResponse` closes its file when done: here that is a no-op)."""
+class _Closed(ValueError):
+    """The server closed the connection before a response."""
 
-    def __init__(self, fp: Any) -> None:
-        self._fp = fp
 
-    def makefile(self, *args: Any, **kwargs: Any) -> _Shared:
-        return self
+def _read_response(stream: Any) -> tuple[int, bytes, bool]:
+    """(status, body, the server closes the connection) of the next response on *stream*.
 
-    def close(self) -> None:
-        pass
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._fp, name)
+    Read by hand: :class:`http.client.HTTPResponse` parses headers with the email package,
+    which costs more than the whole request on loopback, hundreds of times per run. Bodies
+    by Content-Length or chunked; anything else is an error (ValueError)."""
+    line = stream.readline(65537)
+    parts = line.split(None, 2)
+    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
+        if not line:
+            raise _Closed("connection closed")
+        raise ValueError(f"bad status line {line[:40]!r}")
+    status = int(parts[1])
+    length: int | None = None
+    chunked = False
+    will_close = parts[0] == b"HTTP/1.0"
+    for _ in range(100):
+        header = stream.readline(65537)
+        if header in (b"\r\n", b"\n"):
+            break
+        if not header:
+            raise ValueError("connection closed")
+        name, _, value = header.partition(b":")
+        name = name.strip().lower()
+        value = value.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = value == b"chunked"
+        elif name == b"connection":
+            will_close = value == b"close"
+    else:
+        raise ValueError("too many headers")
+    if chunked:
+        pieces = []
+        while True:
+            size = int(stream.readline(1026).split(b";")[0], 16)
+            if size == 0:
+                while stream.readline(65537) not in (b"\r\n", b"\n", b""):
+                    pass
+                break
+            pieces.append(stream.read(size))
+            stream.readline(3)
+        body = b"".join(pieces)
+    elif length is not None:
+        if length > MAX_OBJECT:
+            raise ValueError(f"object of {length} bytes refused")
+        body = stream.read(length)
+        if len(body) != length:
+            raise ValueError("connection closed")
+    elif status in (204, 304) or 100 <= status < 200:
+        body = b""
+    else:
+        raise ValueError("response without a length")
+    return status, body, will_close
 
 
 class HttpTier:
@@ -84,7 +128,7 @@ class HttpTier:
                 f"{urllib.parse.unquote(parts.password or '')}".encode()).decode()
             headers.append(f"Authorization: Basic {token}")
         self._headers = "".join(h + "\r\n" for h in headers)
-        self._conns: list[tuple[http.client.HTTPConnection, _Shared] | None] = [None] * POOL
+        self._conns: list[tuple[http.client.HTTPConnection, Any] | None] = [None] * POOL
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
         self._trips = 0
@@ -122,14 +166,14 @@ class HttpTier:
                 future.result()
         return results
 
-    def _connection(self, number: int) -> tuple[http.client.HTTPConnection, _Shared]:
+    def _connection(self, number: int) -> tuple[http.client.HTTPConnection, Any]:
         conn = self._conns[number]
         if conn is None:
             cls = http.client.HTTPSConnection if self._https else http.client.HTTPConnection
             c = cls(self._host, self._port, timeout=self._timeout)
             c.connect()
             assert c.sock is not None
-            conn = (c, _Shared(c.sock.makefile("rb")))
+            conn = (c, c.sock.makefile("rb"))
             self._conns[number] = conn
         return conn
 
@@ -150,21 +194,16 @@ class HttpTier:
                 conn, stream = self._connection(number)
                 assert conn.sock is not None
                 conn.sock.sendall(b"".join(self._encode(*r) for r in pending))
-                for method, _, _ in pending:
-                    response = http.client.HTTPResponse(stream, method=method)  # type: ignore[arg-type]
-                    response.begin()
-                    length = response.getheader("Content-Length")
-                    if length is not None and int(length) > MAX_OBJECT:
-                        raise RemoteError(f"object of {length} bytes refused")
-                    body = response.read()
-                    answers.append((response.status, body))
-                    if response.will_close:
+                for _ in pending:
+                    status, body, will_close = _read_response(stream)
+                    answers.append((status, body))
+                    if will_close:
                         self._drop(number)
                         break
             except (OSError, http.client.HTTPException, ValueError) as e:
                 self._drop(number)
-                if answers or reopened or not isinstance(e, (http.client.RemoteDisconnected,
-                                                             ConnectionResetError,
+                # A kept-alive connection the server closed meanwhile: reopen it once.
+                if answers or reopened or not isinstance(e, (_Closed, ConnectionResetError,
                                                              BrokenPipeError)):
                     raise RemoteError(f"{type(e).__name__}: {e}".rstrip(": ")) from None
                 reopened += 1
