@@ -261,6 +261,9 @@ def test_cold_runs_stop_asking_for_entries(tmp_path: Path) -> None:
     for i in range(3 * FRUITLESS_LOOKUPS):
         store.lookup([b"%031d" % i + b"x"])
     assert tier.calls == FRUITLESS_LOOKUPS
+    for i in range(3 * FRUITLESS_LOOKUPS):
+        store.get_slots([b"%031d" % i + b"y"])
+    assert tier.calls == 2 * FRUITLESS_LOOKUPS
     store.close()
 
 

@@ -9,10 +9,11 @@
 - *Write-back*: what a run puts into L1 (entries with their blobs, slots; not counters) is
   pushed to the remote in the same call, before ``put`` returns (mypy ends with
   ``os._exit``: nothing may be left for later).
-- *Cold runs*: after ``FRUITLESS_LOOKUPS`` remote lookups in a row found nothing (a project
-  the remote has never seen), entries are no longer asked of it in this run, so a cold
-  run's module-by-module lookups cost a bounded number of round trips (blobs and slots
-  still are; a later hit is only a lost shortcut, never a wrong answer).
+- *Cold runs*: after ``FRUITLESS_LOOKUPS`` remote lookups of entries in a row found
+  nothing (a project the remote has never seen), entries are no longer asked of it in this
+  run; the same for slots (the mypy layer keeps per-file memos there, asked one by one).
+  So a cold run's module-by-module questions cost a bounded number of round trips; a later
+  hit is only a lost shortcut, never a wrong answer.
 - *Faults*: the first remote failure (down, refused, timeout, protocol garbage) gives the
   remote up for the rest of the process: one line through ``report``, then L1 alone. A
   record or blob that fails its checks is dropped (one line per kind of problem). So a bad
@@ -71,6 +72,7 @@ class TieredStore:
         self._missed_slots: set[bytes] = set()
         self._blobs: dict[bytes, bytes] = {}  # verified remote blobs not (yet) in L1
         self._fruitless = 0  # remote lookups in a row that found nothing
+        self._fruitless_slots = 0  # the same for slots
 
     # -- what Store offers, unchanged
 
@@ -213,7 +215,7 @@ class TieredStore:
         found = self.local.get_slots(keys)
         wanted = [k for k in dict.fromkeys(keys)
                   if k not in found and k not in self._missed_slots]
-        if not wanted or self.remote is None:
+        if not wanted or self.remote is None or self._fruitless_slots >= FRUITLESS_LOOKUPS:
             return found
         try:
             got = self.remote.get_slots(wanted)
@@ -223,6 +225,7 @@ class TieredStore:
         finally:
             self._sync_trips()
         fetched: list[tuple[bytes, float, bytes]] = []
+        self._fruitless_slots = 0 if got else self._fruitless_slots + 1
         for key in wanted:
             raw = got.get(key)
             if raw is None:
