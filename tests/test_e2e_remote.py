@@ -191,3 +191,23 @@ def test_eight_concurrent_runs_two_machines_one_redis(harness: Harness, tmp_path
                 except AssertionError as e:
                     failures.append(str(e)[:3000])
         assert not failures, f"{len(failures)} failures:\n" + "\n\n".join(failures[:3])
+
+
+def test_parallel_workers_share_the_remote(harness: Harness, tmp_path: Path) -> None:
+    """``-n 2`` on both machines: the workers publish through the remote too, and machine 2
+    is warm from it."""
+    h = harness
+    with redis_server(tmp_path / "servers") as url:
+        env = {"MYPY_METASTORE_REMOTE": url}
+        proj = tmp_path / "m1" / "proj"
+        gen.write_tree(proj, gen.generate(SPEC))
+        run = h.dropin(proj, ["-n", "2"], store=tmp_path / "m1" / "store.db", env=env)
+        h.assert_exact(run, oracle_args=[])
+        assert not problem_lines(run), run.describe()
+        checkout = tmp_path / "m2" / "proj"
+        gen.copy_tree(proj, checkout)
+        run = h.dropin(checkout, ["-n", "2"], store=tmp_path / "m2" / "store.db",
+                       cache_dir=h.fresh_cache_dir(), env=env)
+        h.assert_exact(run, oracle_args=[])
+        assert not problem_lines(run), run.describe()
+        assert run.stats.rechecked == 0 and run.stats.offered > 0, run.describe()
