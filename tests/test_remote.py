@@ -298,3 +298,31 @@ def test_a_server_answering_garbage_is_a_remote_error(scheme: str) -> None:
     finally:
         listener.close()
         thread.join(5)
+
+
+@pytest.mark.parametrize("scheme", ["redis", "http"])
+def test_a_silent_server_costs_one_timeout(tmp_path: Path, scheme: str) -> None:
+    """A server that accepts and never answers: one timeout, then the remote is given up."""
+    import socket
+    import time
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # the kernel accepts; nobody reads or answers
+    port = listener.getsockname()[1]
+    lines: list[str] = []
+    try:
+        store = TieredStore(Store(str(tmp_path / "a.db")),
+                            open_tier(f"{scheme}://127.0.0.1:{port}", timeout=0.5),
+                            url=f"{scheme}://127.0.0.1:{port}", report=lines.append)
+        start = time.monotonic()
+        for i in range(5):
+            assert store.lookup([b"%032d" % i])[b"%032d" % i] == []
+            store.get_slots([KEY])
+        store.put(entries=[("l", KEY, b"v", [])])
+        elapsed = time.monotonic() - start
+        assert 0.4 < elapsed < 2.0, elapsed
+        assert len(lines) == 1 and "continuing without it" in lines[0], lines
+        store.close()
+    finally:
+        listener.close()
