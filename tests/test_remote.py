@@ -326,3 +326,18 @@ def test_a_silent_server_costs_one_timeout(tmp_path: Path, scheme: str) -> None:
         store.close()
     finally:
         listener.close()
+
+
+def test_metastore_config_masks_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    from metastore.cli.admin import main
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MYPY_METASTORE_REMOTE", "http://user:hunter2@cache:8080/x")
+    monkeypatch.setenv("MYPY_METASTORE_REMOTE_KEY", "s3cret")
+    for argv in (["config"], ["config", "--json"]):
+        main(argv)
+        out = capsys.readouterr().out
+        assert "hunter2" not in out and "s3cret" not in out
+        assert "http://user:***@cache:8080/x" in out
