@@ -385,6 +385,9 @@ def cmd_config(args: argparse.Namespace) -> None:
     rows = describe(config)
     if args.json:
         out = {key: {"value": getattr(config, key).value, "source": src} for key, _, src in rows}
+        for key, shown, _ in rows:
+            if key in ("remote", "remote_key"):  # credentials are never printed
+                out[key]["value"] = shown
         out["config_file"] = {"value": config.config_file, "source": "mypy's config search"}
         print(json.dumps(out, indent=2, sort_keys=True))
         return
@@ -486,6 +489,9 @@ def build_parser() -> argparse.ArgumentParser:
     p_config = sub.add_parser("config", help="effective settings and where each came from")
     p_config.add_argument("--json", action="store_true", help="print JSON")
     p_config.set_defaults(func=cmd_config)
+    from metastore.cli.remote import add_parsers
+
+    add_parsers(sub)
     p_bench = sub.add_parser(
         "bench", help="time stock mypy against the store on this project (temporary copies)",
         description="Run P1 cold, P2 warm, P3 copy, P5 one edit and P7 concurrent runs with "

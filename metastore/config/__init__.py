@@ -11,8 +11,8 @@ Imported by the startup hook only when activation is requested; imports stay sma
 
 from metastore.config.keys import (
     CONFIG_KEYS, DEFAULT_MAX_SIZE, ENV_BASES, ENV_COPY_HITS, ENV_ENABLED, ENV_MAX_SIZE,
-    ENV_STATS, ENV_STORE, ENV_VERIFY_BASES, FLAGS, Config, ConfigError, Setting,
-    default_store_path)
+    ENV_REMOTE, ENV_REMOTE_KEY, ENV_REMOTE_READ_ONLY, ENV_REMOTE_TIMEOUT, ENV_STATS, ENV_STORE,
+    ENV_VERIFY_BASES, FLAGS, Config, ConfigError, Setting, default_store_path, mask_url)
 from metastore.config.settings import (
     describe, export_to_environ, load_config, parse_size, split_base)
 from metastore.config.sources import expand_argfiles, find_config_file, split_argv
@@ -25,6 +25,10 @@ __all__ = [
     "ENV_VERIFY_BASES",
     "ENV_ENABLED",
     "ENV_MAX_SIZE",
+    "ENV_REMOTE",
+    "ENV_REMOTE_KEY",
+    "ENV_REMOTE_READ_ONLY",
+    "ENV_REMOTE_TIMEOUT",
     "ENV_STATS",
     "ENV_STORE",
     "FLAGS",
@@ -37,6 +41,7 @@ __all__ = [
     "export_to_environ",
     "find_config_file",
     "load_config",
+    "mask_url",
     "parse_size",
     "split_argv",
     "split_base",

@@ -12,7 +12,15 @@ stats         bool  MYPY_METASTORE_STATS (0/1)   --metastore-stats
 max_size      size  MYPY_METASTORE_MAX_SIZE      -
 copy_hits     bool  MYPY_METASTORE_COPY_HITS     -
 verify_bases  bool  MYPY_METASTORE_VERIFY_BASES  -
+remote        url   MYPY_METASTORE_REMOTE        --metastore-remote URL
+remote_read_only bool MYPY_METASTORE_REMOTE_READ_ONLY -
+remote_key    str   MYPY_METASTORE_REMOTE_KEY    -
+remote_timeout float MYPY_METASTORE_REMOTE_TIMEOUT -
 ============  ====  ===========================  ===============================
+
+``remote`` is a remote tier below the store (``redis://...`` or ``http[s]://...``; empty:
+none); ``remote_key`` a shared secret: entries written are tagged with HMAC-SHA256 under
+it and entries read without a valid tag are rejected; ``remote_timeout`` in seconds.
 
 ``bases`` is a list of paths; ``verify_bases`` (default on) makes every blob read from a base
 be checked against its digest (a base whose blobs do not match is reported and not used).
@@ -48,7 +56,8 @@ from typing import Generic, NamedTuple, TypeVar
 T = TypeVar("T")
 
 CONFIG_KEYS: tuple[str, ...] = ("enabled", "store", "bases", "stats", "max_size", "copy_hits",
-                                   "verify_bases")
+                                   "verify_bases", "remote", "remote_read_only", "remote_key",
+                                   "remote_timeout")
 
 ENV_ENABLED = "MYPY_METASTORE"
 ENV_STORE = "MYPY_METASTORE_STORE"
@@ -57,6 +66,12 @@ ENV_STATS = "MYPY_METASTORE_STATS"
 ENV_MAX_SIZE = "MYPY_METASTORE_MAX_SIZE"
 ENV_COPY_HITS = "MYPY_METASTORE_COPY_HITS"
 ENV_VERIFY_BASES = "MYPY_METASTORE_VERIFY_BASES"
+ENV_REMOTE = "MYPY_METASTORE_REMOTE"
+ENV_REMOTE_READ_ONLY = "MYPY_METASTORE_REMOTE_READ_ONLY"
+ENV_REMOTE_KEY = "MYPY_METASTORE_REMOTE_KEY"
+ENV_REMOTE_TIMEOUT = "MYPY_METASTORE_REMOTE_TIMEOUT"
+#: Default timeout of one remote batch, in seconds.
+DEFAULT_REMOTE_TIMEOUT = 2.0
 
 #: Default cap of the top layer (as ccache's default cache size).
 DEFAULT_MAX_SIZE = 5 * 1024**3
@@ -69,6 +84,7 @@ FLAGS: dict[str, tuple[str, bool]] = {
     "--metastore-base": ("bases", True),
     "--metastore-stats": ("stats", False),
     "--metastore-off": ("enabled", False),
+    "--metastore-remote": ("remote", True),
 }
 _FLAG_OF_KEY: dict[str, str] = {key: flag for flag, (key, _) in FLAGS.items()}
 _FLAG_PREFIX = "--metastore-"
@@ -129,6 +145,10 @@ class Config(NamedTuple):
     max_size: Setting[int] = Setting(DEFAULT_MAX_SIZE, "default")
     copy_hits: Setting[bool] = Setting(False, "default")
     verify_bases: Setting[bool] = Setting(True, "default")
+    remote: Setting[str] = Setting("", "default")
+    remote_read_only: Setting[bool] = Setting(False, "default")
+    remote_key: Setting[str] = Setting("", "default")
+    remote_timeout: Setting[float] = Setting(DEFAULT_REMOTE_TIMEOUT, "default")
 
 
 # --------------------------------------------------------------------------- defaults
@@ -171,3 +191,11 @@ def _abspath(path: str, base_dir: str, environ: Mapping[str, str]) -> str:
 # --------------------------------------------------------------------------- argv
 
 
+def mask_url(url: str) -> str:
+    """*url* with its password (or lone user token) replaced by ``***`` (for display)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    creds, _, host = rest.partition("@")
+    user, colon, _ = creds.partition(":")
+    return f"{scheme}://{user + ':***' if colon else '***'}@{host}"

@@ -10,10 +10,40 @@ from typing import Any
 
 from metastore.config.keys import (
     CONFIG_KEYS, Config, ConfigError, DEFAULT_MAX_SIZE, ENV_BASES, ENV_COPY_HITS, ENV_ENABLED,
-    ENV_MAX_SIZE, ENV_STATS, ENV_STORE, ENV_VERIFY_BASES, IMMUTABLE_SUFFIX, Setting, _BOOL_HELP,
-    _FALSE, _FLAG_OF_KEY, _SIZE_UNITS, _TRUE, _expanduser, default_store_path)
+    ENV_MAX_SIZE, ENV_REMOTE, ENV_REMOTE_KEY, ENV_REMOTE_READ_ONLY, ENV_REMOTE_TIMEOUT,
+    ENV_STATS, ENV_STORE, ENV_VERIFY_BASES, DEFAULT_REMOTE_TIMEOUT, IMMUTABLE_SUFFIX, Setting,
+    _BOOL_HELP, _FALSE, _FLAG_OF_KEY, _SIZE_UNITS, _TRUE, _expanduser, default_store_path,
+    mask_url)
 from metastore.config.sources import (
     _file_section)
+
+
+def _parse_url(raw: object, where: str) -> str:
+    """A remote URL (empty: none)."""
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where} = {raw!r}: expected a URL (redis://... or http://...)")
+    url = raw.strip()
+    if url and url.partition("://")[0].lower() not in ("redis", "rediss", "unix", "http",
+                                                       "https"):
+        raise ConfigError(f"{where} = {mask_url(url)!r}: expected a redis://, rediss://, "
+                          "unix://, http:// or https:// URL")
+    return url
+
+
+def _parse_timeout(raw: object, where: str) -> float:
+    try:
+        value = float(raw) if isinstance(raw, (int, float, str)) else -1.0
+    except ValueError:
+        value = -1.0
+    if not value > 0 or value > 3600:
+        raise ConfigError(f"{where} = {raw!r}: expected a number of seconds (> 0)")
+    return value
+
+
+def _parse_secret(raw: object, where: str) -> str:
+    if not isinstance(raw, str):
+        raise ConfigError(f"{where}: expected a string")
+    return raw
 
 
 def _parse_bool(raw: object, where: str) -> bool:
@@ -116,6 +146,10 @@ def load_config(
     max_size: Setting[int] = Setting(DEFAULT_MAX_SIZE, "default")
     copy_hits: Setting[bool] = Setting(False, "default")
     verify_bases: Setting[bool] = Setting(True, "default")
+    remote: Setting[str] = Setting("", "default")
+    remote_read_only: Setting[bool] = Setting(False, "default")
+    remote_key: Setting[str] = Setting("", "default")
+    remote_timeout: Setting[float] = Setting(DEFAULT_REMOTE_TIMEOUT, "default")
     config_file: str | None = None
 
     # -- file
@@ -145,6 +179,17 @@ def load_config(
         if "verify_bases" in section:
             verify_bases = Setting(_parse_bool(section["verify_bases"], where("verify_bases")),
                                    source)
+        if "remote" in section:
+            remote = Setting(_parse_url(section["remote"], where("remote")), source)
+        if "remote_read_only" in section:
+            remote_read_only = Setting(
+                _parse_bool(section["remote_read_only"], where("remote_read_only")), source)
+        if "remote_key" in section:
+            remote_key = Setting(_parse_secret(section["remote_key"], where("remote_key")),
+                                 source)
+        if "remote_timeout" in section:
+            remote_timeout = Setting(
+                _parse_timeout(section["remote_timeout"], where("remote_timeout")), source)
         if "max_size" in section:
             max_size = Setting(parse_size(section["max_size"], where("max_size")), source)
         if "store" in section:
@@ -176,6 +221,16 @@ def load_config(
     if (v := env(ENV_VERIFY_BASES)) is not None:
         verify_bases = Setting(_parse_bool(v, f"env {ENV_VERIFY_BASES}"),
                                f"env {ENV_VERIFY_BASES}")
+    if (v := env(ENV_REMOTE)) is not None:
+        remote = Setting(_parse_url(v, f"env {ENV_REMOTE}"), f"env {ENV_REMOTE}")
+    if (v := env(ENV_REMOTE_READ_ONLY)) is not None:
+        remote_read_only = Setting(_parse_bool(v, f"env {ENV_REMOTE_READ_ONLY}"),
+                                   f"env {ENV_REMOTE_READ_ONLY}")
+    if (v := env(ENV_REMOTE_KEY)) is not None:
+        remote_key = Setting(v, f"env {ENV_REMOTE_KEY}")
+    if (v := env(ENV_REMOTE_TIMEOUT)) is not None:
+        remote_timeout = Setting(_parse_timeout(v, f"env {ENV_REMOTE_TIMEOUT}"),
+                                 f"env {ENV_REMOTE_TIMEOUT}")
     if (v := env(ENV_MAX_SIZE)) is not None:
         max_size = Setting(parse_size(v, f"env {ENV_MAX_SIZE}"), f"env {ENV_MAX_SIZE}")
     if (v := env(ENV_STORE)) is not None:
@@ -200,6 +255,8 @@ def load_config(
         stats = Setting(_parse_bool(flags["stats"], flag("stats")), flag("stats"))
     if "store" in flags:
         store = Setting(_parse_path(flags["store"], flag("store"), here, environ), flag("store"))
+    if "remote" in flags:
+        remote = Setting(_parse_url(flags["remote"], flag("remote")), flag("remote"))
     if "bases" in flags:
         raw_bases = flags["bases"]
         if isinstance(raw_bases, str) or not isinstance(raw_bases, Sequence):
@@ -207,7 +264,9 @@ def load_config(
         bases = Setting(_parse_paths(raw_bases, flag("bases"), here, environ), flag("bases"))
 
     return Config(enabled=enabled, store=store, bases=bases, stats=stats, config_file=config_file,
-                  max_size=max_size, copy_hits=copy_hits, verify_bases=verify_bases)
+                  max_size=max_size, copy_hits=copy_hits, verify_bases=verify_bases,
+                  remote=remote, remote_read_only=remote_read_only, remote_key=remote_key,
+                  remote_timeout=remote_timeout)
 
 
 def export_to_environ(config: Config, environ: MutableMapping[str, str]) -> None:
@@ -225,6 +284,10 @@ def export_to_environ(config: Config, environ: MutableMapping[str, str]) -> None
     environ[ENV_MAX_SIZE] = str(config.max_size.value)
     environ[ENV_COPY_HITS] = "1" if config.copy_hits.value else "0"
     environ[ENV_VERIFY_BASES] = "1" if config.verify_bases.value else "0"
+    environ[ENV_REMOTE] = config.remote.value
+    environ[ENV_REMOTE_READ_ONLY] = "1" if config.remote_read_only.value else "0"
+    environ[ENV_REMOTE_KEY] = config.remote_key.value
+    environ[ENV_REMOTE_TIMEOUT] = repr(config.remote_timeout.value)
 
 
 def describe(config: Config) -> list[tuple[str, str, str]]:
@@ -245,6 +308,14 @@ def describe(config: Config) -> list[tuple[str, str, str]]:
         "max_size": config.max_size,
         "copy_hits": config.copy_hits,
         "verify_bases": config.verify_bases,
+        "remote": config.remote,
+        "remote_read_only": config.remote_read_only,
+        "remote_key": config.remote_key,
+        "remote_timeout": config.remote_timeout,
     }
-    return [(k, show(s.value), s.source) for k, s in settings.items()]
+    shown = {k: show(s.value) for k, s in settings.items()}
+    # Credentials are never printed: the URL's password, the key itself.
+    shown["remote"] = mask_url(config.remote.value) if config.remote.value else "(none)"
+    shown["remote_key"] = "***" if config.remote_key.value else "(none)"
+    return [(k, shown[k], s.source) for k, s in settings.items()]
 

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 
     from metastore.mypy.protocol import MypyStore
     from metastore.store.local import Store
+    from metastore.store.tiered import TieredStore
 
 __all__ = ["StoreAdapter", "create"]
 
@@ -77,7 +78,7 @@ def _create(options: Options, parallel_worker: bool) -> StoreAdapter | None:
     from metastore.mypy.protocol import MypyStore
     from metastore.seams.session import Session
     from metastore.store.api import StoreError
-    from metastore.store.local import Store
+    from metastore.seams.backend import open_backend
     from metastore.store.scratch import ScratchPad
 
     reason = unsupported_reason()
@@ -93,7 +94,7 @@ def _create(options: Options, parallel_worker: bool) -> StoreAdapter | None:
         if session is not None and session.is_coordinator:
             session.remove()  # a new build of this process starts with an empty scratch pad
     try:
-        backend = Store(config.store.value, list(config.bases.value))
+        backend = open_backend(config, _report, local_options=False)
     except StoreError as e:
         _report(f"{e}; running mypy without the store")
         return None
@@ -128,9 +129,9 @@ class StoreAdapter(MetadataStore):
     problem is reported once and answered as a miss.
     """
 
-    def __init__(self, backend: Store, *, parallel_worker: bool, stats: bool,
+    def __init__(self, backend: Store | TieredStore, *, parallel_worker: bool, stats: bool,
                  store_path: str) -> None:
-        self.backend: Store | None = backend
+        self.backend: Store | TieredStore | None = backend
         self.store: MypyStore | None = None
         self.parallel_worker = parallel_worker
         self.stats_enabled = stats
@@ -200,7 +201,10 @@ class StoreAdapter(MetadataStore):
                 _report(f"internal error while saving results: {e!r}")
                 stats = store.stats
             if self.stats_enabled and not self.parallel_worker:
-                print(stats.line(self.store_path), file=sys.stderr, flush=True)
+                from metastore.seams.backend import remote_line
+
+                print(stats.line(self.store_path) + remote_line(self.backend), file=sys.stderr,
+                      flush=True)
         backend, self.backend = self.backend, None
         if backend is not None:
             try:

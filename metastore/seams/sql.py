@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from metastore.mypy.protocol import MypyStore
     from metastore.store.api import Base
     from metastore.store.local import Store
+    from metastore.store.tiered import TieredStore
 
 _CACHE_DB = re.compile(r"(^|[/\\])\d+\.\d+[/\\]cache(\.\d+)?\.db$")
 
@@ -173,7 +174,7 @@ class _Run:
         from metastore.mypy.protocol import MypyStore
         from metastore.seams.session import Session
         from metastore.store.api import StoreError
-        from metastore.store.local import Store
+        from metastore.seams.backend import open_backend
         from metastore.store.scratch import ScratchPad
 
         self.prefix = prefix
@@ -181,7 +182,7 @@ class _Run:
         self.open = 0
         self.stats_enabled = config.stats.value
         self.store_path = config.store.value
-        self.backend: Store | None = None
+        self.backend: Store | TieredStore | None = None
         self.created_dir: str | None = None
         self.verbose = False
         self.store: MypyStore | None = None
@@ -191,11 +192,7 @@ class _Run:
         if session is not None and session.is_coordinator:
             session.remove()  # a new build of this process starts with an empty scratch pad
         try:
-            self.backend = Store(config.store.value, config_bases(config),
-                                 copy_hits=config.copy_hits.value,
-                                 max_size=config.max_size.value,
-                                 verify_bases=config.verify_bases.value,
-                                 on_damage=report_once)
+            self.backend = open_backend(config, report_once)
         except StoreError as e:
             report_once(f"{e}; running mypy without the store")
             return
@@ -234,7 +231,10 @@ class _Run:
             print(f"mypy-metastore: created directory {self.created_dir} for the store "
                   f"{self.store_path}", file=sys.stderr, flush=True)
         if final and self.is_coordinator and self.stats_enabled:
-            print(stats.line(self.store_path), file=sys.stderr, flush=True)
+            from metastore.seams.backend import remote_line
+
+            print(stats.line(self.store_path) + remote_line(self.backend), file=sys.stderr,
+                  flush=True)
         if self.backend is not None:
             try:
                 self.backend.close()

@@ -54,6 +54,8 @@ _STATS = re.compile(
     r" select_seconds=(?P<select_seconds>\d+(?:\.\d+)?) store=(?P<store>.+)$"
 )
 STATS_PREFIX = "mypy-metastore: offered="
+#: The line after the stats line when a remote tier is configured.
+REMOTE_STATS_PREFIX = "mypy-metastore: remote_hits="
 MESSAGE_PREFIX = "mypy-metastore:"
 #: The note a run prints (with stats or -v) when it created the store's directory.
 CREATED_PREFIX = "mypy-metastore: created directory "
@@ -413,7 +415,8 @@ class Harness:
         ours = [ln for ln in run.stderr.splitlines() if ln.startswith(MESSAGE_PREFIX)]
         created = [ln for ln in ours if ln.startswith(CREATED_PREFIX)]
         assert len(created) <= 1, f"the directory note more than once\n{run.describe()}"
-        others = [ln for ln in ours if not ln.startswith((STATS_PREFIX, CREATED_PREFIX))]
+        others = [ln for ln in ours
+                  if not ln.startswith((STATS_PREFIX, CREATED_PREFIX, REMOTE_STATS_PREFIX))]
         assert not others, f"unexpected mypy-metastore messages: {others}\n{run.describe()}"
         if stats:
             Stats.parse(run.stderr)
