@@ -215,6 +215,7 @@ def changes(base: Snapshot, records: Sequence[Record]
     changed = []
     ints, flags, metas, exs = base.ints, base.flags, base._metas, base._exs
     meta_offsets, ex_offsets = base._meta_offsets, base._ex_offsets
+    base_stems = base.stems
     for r in records:
         i = position.get(r.stem)
         if i is not None:
@@ -226,10 +227,11 @@ def changes(base: Snapshot, records: Sequence[Record]
                     and r.key == base.key(i).hex() and r.path == base.paths[i]
                     and r.module == base.modules[i]
                     and r.ex_rooted == bool(flags[i] & _EX_ROOTED)
-                    and r.unit == base.unit(i)
-                    and stems.intersection(r.deps)
-                    == stems.intersection([base.stems[d] for d in base.deps(i)])):
-                continue
+                    and r.unit == base.unit(i)):
+                old_deps = tuple([base_stems[d] for d in base.deps(i)])
+                if old_deps == r.deps or (
+                        stems.intersection(old_deps) == stems.intersection(r.deps)):
+                    continue
         changed.append(r)
         budget -= 1
         if budget < 0:
