@@ -51,7 +51,20 @@ def _command(*args: bytes | str | int) -> bytes:
     return b"".join(parts)
 
 
-class RespTier:
+class _Layout:
+    """What both Redis clients share: blobs and slots are plain keys read with MGET."""
+
+    def _mget(self, kind: bytes, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        raise NotImplementedError
+
+    def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
+        return self._mget(b"cas", digests)
+
+    def get_slots(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        return self._mget(b"slot", keys)
+
+
+class RespTier(_Layout):
     """A :class:`metastore.store.tier.Tier` on one Redis server, speaking RESP2 by hand:
     every batch is written at once and its replies read in order (one round trip)."""
 
@@ -153,12 +166,6 @@ class RespTier:
             out.update((k, v) for k, v in zip(chunk, values) if isinstance(v, bytes))
         return out
 
-    def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
-        return self._mget(b"cas", digests)
-
-    def get_slots(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
-        return self._mget(b"slot", keys)
-
     def put(self, *, blobs: Mapping[bytes, bytes], entries: Mapping[bytes, Sequence[bytes]],
             slots: Mapping[bytes, bytes]) -> None:
         commands = [_command("SET", _key(b"cas", d), data, "NX") for d, data in blobs.items()]
@@ -205,7 +212,7 @@ class RespTier:
                 pass
 
 
-class RedisTier:
+class RedisTier(_Layout):
     """A :class:`metastore.store.tier.Tier` on one Redis server."""
 
     def __init__(self, url: str, *, timeout: float) -> None:
@@ -268,12 +275,6 @@ class RedisTier:
                 raise RemoteError(f"MGET failed: {values}")
             out.update((k, bytes(v)) for k, v in zip(chunk, values) if v is not None)
         return out
-
-    def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]:
-        return self._mget(b"cas", digests)
-
-    def get_slots(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
-        return self._mget(b"slot", keys)
 
     def put(self, *, blobs: Mapping[bytes, bytes], entries: Mapping[bytes, Sequence[bytes]],
             slots: Mapping[bytes, bytes]) -> None:
