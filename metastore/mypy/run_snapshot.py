@@ -297,11 +297,6 @@ def decode_derived(data: bytes) -> Derived | None:
         return None
 
 
-def checksum_of(data: bytes) -> bytes:
-    """The checksum of an encoded snapshot (what :attr:`Snapshot.checksum` is once decoded)."""
-    return data[len(MAGIC): len(MAGIC) + _CHECKSUM_SIZE]
-
-
 def _by_stem(record: Record) -> str:
     return record.stem
 

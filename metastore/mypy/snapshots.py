@@ -8,11 +8,10 @@ import json
 import os
 from collections.abc import Sequence
 
-from metastore.mypy import run_snapshot, snapshot_delta
+from metastore.mypy import run_snapshot
 from metastore.mypy.debug import DEBUG, debug
 from metastore.mypy.paths import Roots
-from metastore.mypy.slot_kinds import (
-    DELTA_SNAPSHOT, DERIVED_SNAPSHOT, RUN_SNAPSHOT, SNAPSHOT_POINTER_KIND)
+from metastore.mypy.slot_kinds import DERIVED_SNAPSHOT, RUN_SNAPSHOT, SNAPSHOT_POINTER_KIND
 from metastore.mypy.source_files import old_enough, signature
 from metastore.mypy.view import MypyView
 from metastore.store.api import TOUCH_GRAIN_S, StoreError, digest
@@ -279,23 +278,15 @@ class Snapshots(Choosing):
                         continue
                     base = base_slot
                     self.stats.read_bytes += len(base[1])
-                decoded = self._decode_snapshot(base[1])
-                if decoded is None:
-                    continue
-                snapshot, full = decoded
-                if derived is not None and not snapshot.derive(derived):
+                snapshot = run_snapshot.decode(base[1])
+                if snapshot is None or (derived is not None and not snapshot.derive(derived)):
                     continue
                 # Rewritten at the end unless it is this checkout's and nothing changed.
                 self._snapshot = snapshot
                 self._snapshot_read = slot[1] if key == here else None
                 self._snapshot_base = base_key
-                # The full snapshot a delta of this checkout's is on: the next delta's base.
-                self._snapshot_full = full[:2] if full is not None and key == here \
-                    and derived is None else None
                 # Taken: its slots stay in the store's LRU (see _touch_slots).
                 taken = {key: slot, base_key: base}
-                if full is not None:
-                    taken[full[0]] = full[2]
                 if key == portable and pointer is not None:
                     taken[self._snapshot_keys(view)[1]] = pointer
                 self._touch_slots(taken)
@@ -303,28 +294,6 @@ class Snapshots(Choosing):
         except StoreError as e:
             self._problem(str(e))
         return None
-
-    def _decode_snapshot(self, data: bytes) -> tuple[
-            run_snapshot.Snapshot,
-            tuple[bytes, run_snapshot.Snapshot, tuple[float, bytes]] | None] | None:
-        """The snapshot in a slot holding ``data`` (a full one, or a delta applied to the full
-        one it names: see :mod:`metastore.mypy.snapshot_delta`), with, for a delta, the slot
-        key, decoded snapshot and slot of its base; None if there is none (a delta whose
-        base is gone or was not the one it was made on)."""
-        assert self.backend is not None
-        delta = snapshot_delta.decode_delta(data)
-        if delta is None:
-            snapshot = run_snapshot.decode(data)
-            return None if snapshot is None else (snapshot, None)
-        full_slot = self.backend.get_slot(delta.base_key)
-        if full_slot is None:
-            return None
-        self.stats.read_bytes += len(full_slot[1])
-        full = run_snapshot.decode(full_slot[1])
-        merged = None if full is None else snapshot_delta.apply(full, delta)
-        if full is None or merged is None:
-            return None
-        return merged, (delta.base_key, full, full_slot)
 
     def _keeps_recorded_interface(self, stems: Sequence[str], view: MypyView) -> set[str]:
         """Those of ``stems`` (records of this checkout's snapshot that were not taken) that
@@ -468,27 +437,12 @@ class Snapshots(Choosing):
             records.append(Record(
                 stem, tokenize(path), trusted, layer, seq, key.hex(),
                 m.snapshot_unit(), deps, meta, ex, ex_rooted, module))
-        if not records:
-            return []
-        paths, layers, options = root_paths(roots), self._layers_identity(), \
-            view.options_fingerprint()
-        written: list[tuple[bytes, float, bytes, str]] = []
-        full = self._snapshot_full
-        found = snapshot_delta.changes(full[1], records) if full is not None else None
-        if full is not None and found is not None:
-            base_key, base_checksum = full[0], full[1].checksum
-        else:  # a full snapshot, under its own slot, and an empty delta on it
-            whole = run_snapshot.encode(paths, layers, records, options=options)
-            base_checksum = run_snapshot.checksum_of(whole)
-            base_key = snapshot_delta.base_slot(here, full[0] if full is not None else None)
-            written.append((base_key, now, whole, RUN_SNAPSHOT))
-            found = [], []
-        data = snapshot_delta.encode_delta(base_key, base_checksum, paths, layers, *found,
-                                           options=options)
-        if data == self._snapshot_read:
+        data = run_snapshot.encode(root_paths(roots), self._layers_identity(), records,
+                                   options=view.options_fingerprint())
+        if not records or data == self._snapshot_read:
             return []
         self._snapshot_read = data
-        return [*written, (here, now, data, DELTA_SNAPSHOT),
+        return [(here, now, data, RUN_SNAPSHOT),
                 (portable, now, SNAPSHOT_POINTER + here, SNAPSHOT_POINTER_KIND)]
 
     def _trusted_signature(self, st: os.stat_result | None) -> tuple[int, int, int, int]:

@@ -120,10 +120,7 @@ class StoreState:
         self._snapshot_read: bytes | None = None  # its bytes, if it is this checkout's
         self._snapshot_keys_memo: tuple[bytes, bytes] | None = None
         self._snapshot_stem_index: dict[str, int] | None = None
-        self._snapshot_base = b""  # the slot of the (full or delta) snapshot read
-        # This checkout's full snapshot its delta was on (slot, decoded): the base of the
-        # delta written at the end (see metastore.mypy.snapshot_delta).
-        self._snapshot_full: tuple[bytes, run_snapshot.Snapshot] | None = None
+        self._snapshot_base = b""  # the slot of the (full) snapshot read
         # stem -> (path, record index) of the units this checkout's last run had, for
         # modules mypy resolves the same: each is that module's previous unit (see
         # _offer_previous).
