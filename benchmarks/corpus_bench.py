@@ -5,7 +5,7 @@ A benchmark program (not a test). It fetches the pinned pip wheel from PyPI with
 411 modules in pip 24.2, no third-party imports to install) into ``<workdir>/src`` and runs
 ``python -m metastore bench`` there: P1 cold, P2 warm, P3 copy, P5 one edit and P7
 concurrent runs, stock mypy and the store interleaved in one process tree, every output
-compared with ``mypy --no-incremental`` (see ``metastore/bench.py``). It prints the table
+compared with ``mypy --no-incremental`` (see ``metastore/cli/bench.py``). It prints the table
 (or the JSON) that command prints.
 
     python benchmarks/corpus_bench.py [--package pip] [--version 24.2] [--runs 5]

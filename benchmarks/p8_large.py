@@ -16,12 +16,12 @@ A benchmark program (not a test). Steps, all in ``<workdir>/p8``:
    - warm runs, stock and store interleaved (``--runs`` pairs), medians and their ratio,
      modules re-checked (``-v``), every output compared with the oracle;
    - the seconds the store itself took in those runs (``--metastore-stats``);
-   - the store API alone: :meth:`metastore.store.Store.lookup` of the project's own unit
+   - the store API alone: :meth:`metastore.store.local.Store.lookup` of the project's own unit
      keys in batches of ``--batch`` (the mypy layer looks keys up per level of an import
      closure), of as many absent keys, and ``get_slots`` of its source-memo slots - time
      per key, best of ``--lookup-runs`` passes.
 
-Padding goes through :meth:`metastore.store.Store.put` (the store layer knows nothing of
+Padding goes through :meth:`metastore.store.local.Store.put` (the store layer knows nothing of
 mypy). It copies the shape of the project's real entries: per entry a label (the
 project's namespace or another mypy/Python version's), a 32-byte key, a manifest value of
 a real entry's size and form whose blob digests name its own blobs, three refs (a meta blob

@@ -216,7 +216,7 @@ def test_dropin_via_the_option_never_imports_the_seam(h: Harness, tmp_path: Path
                 if ln.startswith("import time:")}
     # (mypy imports the factory's module with importlib.import_module, which -X importtime
     # does not report; the mypy layer it loads is reported.)
-    assert "metastore.mypy_store" in imported
+    assert "metastore.mypy.protocol" in imported
     assert ("metastore.seams.sql" in imported) == (not via)
     h.assert_exact(run, oracle_args=[])
     assert run.stats.published > 40, run.stats

@@ -2,7 +2,7 @@
 mypy).
 
 Every operation works on store files through :mod:`metastore.store` and raises
-:class:`~metastore.store.StoreError` (one line) for a problem with a file.  Long operations
+:class:`~metastore.store.api.StoreError` (one line) for a problem with a file.  Long operations
 take a *progress* callback called with (items done, bytes done); it decides whether and how
 to show anything.
 

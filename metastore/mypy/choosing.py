@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from metastore.mypy import selection
 from metastore.mypy.debug import DEBUG, debug
 from metastore.mypy.paths import Roots
+from metastore.mypy.reading import Reading
 from metastore.mypy.source_files import SourceFile
+from metastore.mypy.units import Found, Manifest, Offer, module_id, stem_for
 from metastore.mypy.view import MypyView
 from metastore.store.api import StoreError
-from metastore.mypy.reading import Reading
-from metastore.mypy.units import Found, Manifest, Offer, module_id, stem_for
 
 
 class Choosing(Reading):
@@ -23,7 +23,7 @@ class Choosing(Reading):
     def _select_closure(self, roots: Sequence[str], view: MypyView,
                         prefer: Mapping[str, str] | None = None) -> int:
         """Choose units for ``roots`` and every not-yet-chosen module their candidates depend
-        on, as one consistent set (see :mod:`metastore.selection`): every recorded
+        on, as one consistent set (see :mod:`metastore.mypy.selection`): every recorded
         dependency hash equal to the interface hash of the unit chosen for that dependency,
         import cycles included, wherever the store holds such a set. Modules offered before
         are fixed. ``prefer`` (stem -> meta digest) names units to prefer among equals.
@@ -85,11 +85,11 @@ class Choosing(Reading):
             choice[stem] = entry[2][index][2]
         self.stats.selected(outcome, time.perf_counter() - t0)
         if DEBUG:
-            for stem, manifest in choice.items():
+            for stem in choice:
                 debug(f"choose {stem}: {len(problem[stem])} candidates, "
-                       f"{outcome.why.get(stem)}")
+                      f"{outcome.why.get(stem)}")
             debug(f"selection: {len(problem)} modules, {outcome.ambiguous} ambiguous, "
-                   f"{outcome.steps} steps, {outcome.mismatches} mismatches")
+                  f"{outcome.steps} steps, {outcome.mismatches} mismatches")
         # A unit whose blobs are gone (evicted, or a damaged store) is not offered: once
         # mypy has accepted a meta it must find the data, or it crashes.
         missing = self._missing_parts(choice)

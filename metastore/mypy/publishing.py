@@ -7,13 +7,13 @@ import time
 from typing import Any
 
 from metastore.mypy.cache_codec import DATA_MTIME
-from metastore.mypy.source_files import SourceFile
-from metastore.store.api import StoreError, digest
-from metastore.store.api import now as clock
 from metastore.mypy.slot_kinds import MYPY_GLOBAL, PREVIOUS_UNIT, SOURCE_MEMO
 from metastore.mypy.snapshots import Snapshots
-from metastore.mypy.units import Manifest, Published, options_key, stem_for
+from metastore.mypy.source_files import SourceFile
 from metastore.mypy.state import PUBLISH_INTERVAL_S
+from metastore.mypy.units import Manifest, Published, options_key, stem_for
+from metastore.store.api import StoreError, digest
+from metastore.store.api import now as clock
 
 
 class Publishing(Snapshots):

@@ -7,9 +7,9 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from metastore.store.api import StoreError
 from metastore.mypy.units import Manifest, Offer
 from metastore.mypy.workers import Workers
+from metastore.store.api import StoreError
 
 
 class Reading(Workers):

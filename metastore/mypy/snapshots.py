@@ -9,16 +9,22 @@ import os
 from collections.abc import Sequence
 
 from metastore.mypy import run_snapshot
+from metastore.mypy.choosing import Choosing
 from metastore.mypy.debug import DEBUG, debug
 from metastore.mypy.paths import Roots
 from metastore.mypy.slot_kinds import DERIVED_SNAPSHOT, RUN_SNAPSHOT, SNAPSHOT_POINTER_KIND
 from metastore.mypy.source_files import old_enough, signature
+from metastore.mypy.units import (
+    SNAPSHOT_POINTER,
+    UNTRUSTED_SIGNATURE,
+    Manifest,
+    Offer,
+    module_id,
+    unit_parts,
+)
 from metastore.mypy.view import MypyView
 from metastore.store.api import TOUCH_GRAIN_S, StoreError, digest
 from metastore.store.api import now as clock
-from metastore.mypy.choosing import Choosing
-from metastore.mypy.units import (
-    SNAPSHOT_POINTER, UNTRUSTED_SIGNATURE, Manifest, Offer, module_id, unit_parts)
 
 
 class Snapshots(Choosing):
@@ -54,7 +60,7 @@ class Snapshots(Choosing):
 
     def _offer_from_snapshot(self, view: MypyView) -> None:
         """Offer, for every module of the last run's snapshot that is unchanged, the unit
-        that run chose (see :mod:`metastore.run_snapshot`); the others are left to
+        that run chose (see :mod:`metastore.mypy.run_snapshot`); the others are left to
         :meth:`_select_closure`. Coordinator (or serial) processes only.
 
         A snapshot that this store's top holds (written through the same layers) is as
@@ -191,8 +197,8 @@ class Snapshots(Choosing):
         self._fast_reads = not view.has_workers
         if DEBUG:
             debug(f"snapshot ({'here' if is_here else 'portable'}): "
-                   f"{len(stems)} records, {len(unproven)} compared by content, "
-                   f"{len(chosen) - len(missing)} offered, {len(served)} served as recorded")
+                  f"{len(stems)} records, {len(unproven)} compared by content, "
+                  f"{len(chosen) - len(missing)} offered, {len(served)} served as recorded")
 
     def _select_the_rest_of_the_snapshot(self, view: MypyView) -> None:
         """Choose units now for the snapshot's modules that were not taken from it (their
@@ -238,7 +244,7 @@ class Snapshots(Choosing):
                 self._image_stems.add(stem)
         if DEBUG:
             debug(f"snapshot reconciled: {len(self._from_snapshot)} of {len(records)} "
-                   f"records kept")
+                  f"records kept")
 
     def _part_names(self, stem: str) -> tuple[str, str, str]:
         """The entry names of ``stem``'s meta, data and meta_ex/err."""
@@ -252,7 +258,7 @@ class Snapshots(Choosing):
         """The run snapshot for this build (with the time it was recorded, and whether it is
         this checkout's), or None: this checkout's slot, else the last one written by any
         checkout (the portable slot names it). A snapshot derived from another (see
-        :mod:`metastore.run_snapshot`) is read with that one, and holds only while that one
+        :mod:`metastore.mypy.run_snapshot`) is read with that one, and holds only while that one
         is unchanged. Remembers what the end of the build compares with and derives from."""
         assert self.backend is not None
         here, portable = self._snapshot_keys(view)
@@ -317,7 +323,7 @@ class Snapshots(Choosing):
         same_layers: bool, published_recently: bool,
     ) -> dict[str, tuple[int, int]]:
         """The layer and seq of the entry of each unit in ``chosen`` (see
-        :class:`metastore.store.Entry`): as recorded if it is known in these layers, else
+        :class:`metastore.store.api.Entry`): as recorded if it is known in these layers, else
         looked up by key (one lookup for all; its manifest must name the recorded meta).
         A unit whose entry is gone is dropped from ``chosen``. With ``published_recently``,
         units published by the recording run are left alone: layer 0 (the same top), seq
@@ -357,7 +363,7 @@ class Snapshots(Choosing):
         unchanged or empty): for each module mypy asked for, the unit it was offered from
         the store or the unit published for it in this run, with the meta and meta_ex/err
         entries as served for it, and its file's stat signature if that is old enough to be
-        trusted (see metastore.source_files), else with one no file has (the record is then
+        trusted (see metastore.mypy.source_files), else with one no file has (the record is then
         proven by content)."""
         view, codec = self._view, self._codec
         if view is None or codec is None or view.parallel_worker:

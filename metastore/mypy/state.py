@@ -12,13 +12,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from metastore.mypy import run_snapshot
 from metastore.mypy.cache_codec import Codec
 from metastore.mypy.source_files import SourceKeys
+from metastore.mypy.stats import RunStats
+from metastore.mypy.units import Candidates, Offer, Published, stem_for
 from metastore.mypy.view import MypyView
 from metastore.store.api import TOUCH_GRAIN_S, Entry, StoreError, digest
 from metastore.store.api import now as clock
-from metastore.mypy.stats import RunStats
-from metastore.mypy.units import Candidates, Offer, Published, stem_for
-
-
 
 if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker needs them.
     class Backend(Protocol):
@@ -113,7 +111,7 @@ class StoreState:
         self._stems: dict[str, str] = {}
         self._paths: dict[str, str] = {}  # module -> the path mypy uses, once found
         self._sources_selected = False
-        # The run snapshot (see metastore.run_snapshot): read at the first offer, written
+        # The run snapshot (see metastore.mypy.run_snapshot): read at the first offer, written
         # at the end of the build if it changed.
         self._snapshot_tried = False
         self._snapshot: run_snapshot.Snapshot | None = None  # the snapshot read

@@ -23,7 +23,7 @@ class RunStats:
         self.read_bytes = 0
         self.written_bytes = 0
         self.store_seconds = 0.0
-        # Selection (see metastore.selection): modules with several usable units left after
+        # Selection (see metastore.mypy.selection): modules with several usable units left after
         # the obvious ones were settled, search steps, dependency edges left disagreeing
         # (each costs a re-check), and the time spent choosing (lookups included).
         self.ambiguous = 0

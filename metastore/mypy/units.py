@@ -10,7 +10,6 @@ from typing import NamedTuple, TypeAlias
 from metastore.mypy.cache_codec import canonical_json
 from metastore.mypy.source_files import SourceFile
 
-
 #: The portable run snapshot slot holds this and the key of the snapshot slot it stands for.
 SNAPSHOT_POINTER = b"\0snapshot-slot\0"
 #: A run snapshot's signature for a file whose stat was too recent to be trusted.
@@ -82,7 +81,7 @@ class Offer(NamedTuple):
     manifest: Manifest
     mtime: int
     size: int
-    layer: int = -1  # where the unit was found (see metastore.store.Entry); -1: unknown
+    layer: int = -1  # where the unit was found (see metastore.store.api.Entry); -1: unknown
     seq: int = -1
     #: The last unit published for the module, offered for an edited file only so that
     #: mypy learns the old interface hash (see :meth:`MypyStore._offer_previous`).

@@ -7,9 +7,9 @@ import json
 import os
 
 from metastore.mypy.debug import DEBUG, debug
-from metastore.store.api import StoreError
 from metastore.mypy.state import StoreState
 from metastore.mypy.units import Manifest, Offer, Published
+from metastore.store.api import StoreError
 
 
 class Workers(StoreState):

@@ -7,7 +7,7 @@ With the patch, mypy names its metadata store in its own configuration::
 
 and calls :func:`create` once in the main process and once in each parallel worker. The
 returned :class:`StoreAdapter` is a ``mypy.metastore.MetadataStore`` that forwards mypy's
-calls to :class:`metastore.mypy_store.MypyStore` - the same mypy layer the SQL seam uses,
+calls to :class:`metastore.mypy.protocol.MypyStore` - the same mypy layer the SQL seam uses,
 here without the seam: no SQLite connection is intercepted, and the build's
 ``BuildManager`` arrives through ``MetadataStore.attach_build`` instead of a ``gc`` search.
 

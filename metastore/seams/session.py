@@ -1,6 +1,6 @@
 """The processes of one mypy build (coordinator and parallel workers) and their scratch pad.
 
-Kept apart from :mod:`metastore.mypy_store` so that installing the seam at start-up imports
+Kept apart from :mod:`metastore.mypy.protocol` so that installing the seam at start-up imports
 nothing of mypy: importing mypy's compiled modules from Python before mypy's own code has
 initialised them costs a shared-library load each (about 1 ms per module).
 """

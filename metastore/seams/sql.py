@@ -5,7 +5,7 @@ Compiled mypy cannot be given another ``MetadataStore``, but its
 at call time, and only uses ``execute`` (with ``fetchall`` or iteration on the result),
 ``executescript``, ``commit`` and ``close`` (mypy/metastore.py, 1.20-2.4). :func:`install`
 replaces that function; the connections it returns translate mypy's few statements into
-calls on :class:`metastore.mypy_store.MypyStore`.
+calls on :class:`metastore.mypy.protocol.MypyStore`.
 
 Only databases named like mypy's cache (``<cache-dir>/<X.Y>/cache.db`` or
 ``cache.<n>.db``) are intercepted; anything else gets a real SQLite connection. If the
@@ -131,7 +131,7 @@ def _remove_created(prefix: str) -> None:
 
 
 def config_bases(config: Config) -> list[Base]:
-    """The configured bases as :class:`metastore.store.Base` (with their immutable flag)."""
+    """The configured bases as :class:`metastore.store.api.Base` (with their immutable flag)."""
     from metastore.config import split_base
     from metastore.store.api import Base
 

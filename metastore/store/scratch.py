@@ -3,7 +3,7 @@
 The coordinator and its parallel workers open the same path; what one process put() and
 commit()ted is visible to the others' get().  The file is deleted after the run
 (:func:`remove_scratch`); leftovers of killed runs are removed by :func:`prune_scratch_dir`.
-Errors of the file are raised as :class:`metastore.store.StoreError` (one line).
+Errors of the file are raised as :class:`metastore.store.api.StoreError` (one line).
 """
 
 from __future__ import annotations
