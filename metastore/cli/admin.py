@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     p_merge.add_argument("--into", metavar="DST",
                          help="the store to merge into (default: the configured store)")
     p_merge.set_defaults(func=cmd_merge)
-    p_gc = sub.add_parser("gc", help="evict least recently used entries from the top")
+    p_gc = sub.add_parser("gc", help="evict least recently used entries and slots from the top")
     p_gc.add_argument("--max-size", metavar="SIZE",
                       help="evict until the live size is at most SIZE (e.g. 2G, 500M; "
                       "default: the max_size setting)")
