@@ -36,8 +36,9 @@ import json
 import struct
 import sys
 from array import array
+from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from itertools import accumulate
+from itertools import accumulate, chain
 from typing import NamedTuple
 
 import blake3
@@ -101,7 +102,7 @@ class Snapshot:
     """
 
     __slots__ = ("roots", "served_roots", "checksum", "layers", "options", "untrusted",
-                 "stems", "modules", "paths",
+                 "stems", "modules", "paths", "base_checksum", "base_stems", "delta_start",
                  "ints", "flags", "_keys", "_texts", "_text_index", "_dep_offsets", "_deps",
                  "_meta_offsets", "_metas", "_ex_offsets", "_exs")
 
@@ -133,6 +134,11 @@ class Snapshot:
         self._metas = metas
         self._ex_offsets = _ints("I", ex_offsets)
         self._exs = exs
+        #: Set by :meth:`with_delta`: the full snapshot's checksum and stems, and the index of
+        #: the first record that came from the delta (here: this one, and ``len(self)``).
+        self.base_checksum = b""
+        self.base_stems = self.stems
+        self.delta_start = count
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -198,6 +204,94 @@ class Snapshot:
         self.roots = derived.roots
         self.untrusted = derived.untrusted
         return True
+
+    def with_delta(self, delta: Snapshot, deps: list[list[str]], removed: list[str],
+                   checksum: bytes) -> Snapshot:
+        """This (full) snapshot with ``delta``'s records in place of its own of the same stem
+        and ``removed`` left out: the delta's records come last, each depending on the
+        records its ``deps`` (stems, in the delta's order) name; ``checksum`` names the
+        result. Costs slices per run of records kept, not work per record (but the
+        dependency indices, mapped in C)."""
+        stems, count = self.stems, len(self.stems)
+        masked: dict[int, int] = {}  # index here -> index in the result (-1: gone)
+        kept_count = count - sum(1 for stem in (*delta.stems, *removed)
+                                 if _position(stems, stem) is not None)
+        for j, stem in enumerate(delta.stems):
+            if (i := _position(stems, stem)) is not None:
+                masked[i] = kept_count + j
+        for stem in removed:
+            if (i := _position(stems, stem)) is not None:
+                masked[i] = -1
+        runs, start = [], 0
+        for i in sorted(masked):
+            if i > start:
+                runs.append((start, i))
+            start = i + 1
+        if start < count:
+            runs.append((start, count))
+        new = Snapshot.__new__(Snapshot)
+        new.roots, new.served_roots, new.layers = self.roots, self.served_roots, self.layers
+        new.options, new.checksum = self.options, checksum
+        new.base_checksum, new.base_stems, new.delta_start = self.checksum, stems, kept_count
+        new.untrusted = (self.untrusted + delta.untrusted
+                         - sum(1 for i in masked if self.ints[_INTS * i] < 0))
+        new.stems = [*chain.from_iterable(stems[a:b] for a, b in runs), *delta.stems]
+        new.modules = [*chain.from_iterable(self.modules[a:b] for a, b in runs), *delta.modules]
+        new.paths = [*chain.from_iterable(self.paths[a:b] for a, b in runs), *delta.paths]
+        new._keys = b"".join([self._keys[32 * a: 32 * b] for a, b in runs] + [delta._keys])
+        new.ints = array("q")
+        new._text_index = array("I")
+        for a, b in runs:
+            new.ints.extend(self.ints[_INTS * a: _INTS * b])
+            new._text_index.extend(self._text_index[_TEXT_FIELDS * a: _TEXT_FIELDS * b])
+        new.ints.extend(delta.ints)
+        shift = len(self._texts)
+        new._texts = self._texts + delta._texts
+        new._text_index.extend(array("I", map(shift.__add__, delta._text_index)))
+        new.flags = b"".join([self.flags[a:b] for a, b in runs] + [delta.flags])
+        new._meta_offsets, new._metas = _spliced(self._meta_offsets, self._metas, runs,
+                                                 delta._meta_offsets, delta._metas)
+        new._ex_offsets, new._exs = _spliced(self._ex_offsets, self._exs, runs,
+                                             delta._ex_offsets, delta._exs)
+        # Dependencies: indices here, mapped to the result's (one gone: left out).
+        mapping = array("q", [-1]) * count
+        at = 0
+        for a, b in runs:
+            mapping[a:b] = array("q", range(at, at + b - a))
+            at += b - a
+        for i, to in masked.items():
+            mapping[i] = to
+        where = {stem: kept_count + j for j, stem in enumerate(delta.stems)}
+        added: list[list[int]] = []
+        for names in deps:
+            found = set()
+            for name in names:
+                target = where.get(name)
+                if target is None and (at_base := _position(stems, name)) is not None:
+                    target = mapping[at_base]
+                if target is not None and target >= 0:
+                    found.add(target)
+            added.append(sorted(found))
+        offsets, values, at = array("I", [0]), array("I"), 0
+        dep_offsets = self._dep_offsets
+        for a, b in runs:
+            if removed:  # a dependency may be gone: record by record
+                for i in range(a, b):
+                    kept = [d for d in map(mapping.__getitem__, self.deps(i)) if d >= 0]
+                    values.extend(kept)
+                    at += len(kept)
+                    offsets.append(at)
+                continue
+            start = dep_offsets[a]
+            values.extend(array("I", map(mapping.__getitem__, self._deps[start: dep_offsets[b]])))
+            offsets.extend(array("I", map((at - start).__add__, dep_offsets[a + 1: b + 1])))
+            at += dep_offsets[b] - start
+        for ds in added:
+            values.extend(ds)
+            at += len(ds)
+            offsets.append(at)
+        new._dep_offsets, new._deps = offsets, values
+        return new
 
 
 def encode(roots: Mapping[str, str], layers: str, records: Iterable[Record], *,
@@ -297,6 +391,26 @@ def decode_derived(data: bytes) -> Derived | None:
         return None
 
 
+def _position(stems: list[str], stem: str) -> int | None:
+    """The index of ``stem`` in ``stems`` (sorted, as :func:`encode` writes them), or None."""
+    i = bisect_left(stems, stem)
+    return i if i < len(stems) and stems[i] == stem else None
+
+
+def _spliced(offsets: array[int], data: bytes, runs: list[tuple[int, int]],
+             more_offsets: array[int], more: bytes) -> tuple[array[int], bytes]:
+    """The offsets and bytes of the items of ``runs`` (ranges of indices into ``offsets``'
+    items), then all of ``more``'s (see :func:`_offsets`)."""
+    out, pieces, at = array("I", [0]), [], 0
+    for a, b in runs:
+        start = offsets[a]
+        pieces.append(data[start: offsets[b]])
+        out.extend(array("I", map((at - start).__add__, offsets[a + 1: b + 1])))
+        at += offsets[b] - start
+    out.extend(array("I", map(at.__add__, more_offsets[1:])))
+    return out, b"".join([*pieces, more])
+
+
 def _by_stem(record: Record) -> str:
     return record.stem
 
@@ -342,7 +456,7 @@ def decode(data: bytes) -> Snapshot | None:
         if header["byteorder"] != sys.byteorder:
             sections = _swapped(sections)
         snapshot = Snapshot(roots, layers, options, untrusted, sections, count, text_count)
-        snapshot.checksum = checksum
+        snapshot.checksum = snapshot.base_checksum = checksum
         return snapshot if _consistent(snapshot, count, text_count) else None
     except (ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error):
         return None

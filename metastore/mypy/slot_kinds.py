@@ -6,11 +6,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from metastore.mypy import run_snapshot
+from metastore.mypy import run_snapshot, snapshot_delta
 from metastore.mypy.units import SNAPSHOT_POINTER, Manifest
 
 #: A run snapshot (see metastore.mypy.run_snapshot), one per checkout and set of options.
 RUN_SNAPSHOT = "run-snapshot"
+#: A delta on a checkout's run snapshot (see metastore.mypy.snapshot_delta).
+RUN_SNAPSHOT_DELTA = "run-snapshot-delta"
 #: A snapshot derived from another checkout's (roots and signatures only).
 DERIVED_SNAPSHOT = "derived-snapshot"
 #: The portable slot: names the snapshot slot last written by any checkout.
@@ -26,8 +28,8 @@ MYPY_GLOBAL = "mypy-global"
 def dead(kind: str, data: bytes, has_slot: Callable[[bytes], bool],
          has_entry: Callable[[bytes], bool], has_blobs: Callable[[Sequence[bytes]], bool],
          ) -> bool:
-    """True if a slot of ``kind`` holding ``data`` can never serve again: a pointer or a
-    derived snapshot whose snapshot is gone, a previous unit whose entry is gone, a run
+    """True if a slot of ``kind`` holding ``data`` can never serve again: a pointer, a
+    delta or a derived snapshot whose snapshot is gone, a previous unit whose entry is gone, a run
     snapshot some of whose units' data blobs are gone (those records are chosen anew, never
     served), an undecodable snapshot. Memos and mypy's entries are never known dead."""
     if kind == SNAPSHOT_POINTER_KIND:
@@ -36,6 +38,9 @@ def dead(kind: str, data: bytes, has_slot: Callable[[bytes], bool],
     if kind == DERIVED_SNAPSHOT:
         derived = run_snapshot.decode_derived(data)
         return derived is None or not has_slot(derived.base_key)
+    if kind == RUN_SNAPSHOT_DELTA:
+        delta = snapshot_delta.decode(data)
+        return delta is None or not has_slot(delta.base_key)
     if kind == PREVIOUS_UNIT:
         return len(data) != 64 or not has_entry(data[:32])
     if kind == RUN_SNAPSHOT:

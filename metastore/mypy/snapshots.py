@@ -8,11 +8,16 @@ import json
 import os
 from collections.abc import Sequence
 
-from metastore.mypy import run_snapshot
+from metastore.mypy import run_snapshot, snapshot_delta
 from metastore.mypy.choosing import Choosing
 from metastore.mypy.debug import DEBUG, debug
 from metastore.mypy.paths import Roots
-from metastore.mypy.slot_kinds import DERIVED_SNAPSHOT, RUN_SNAPSHOT, SNAPSHOT_POINTER_KIND
+from metastore.mypy.slot_kinds import (
+    DERIVED_SNAPSHOT,
+    RUN_SNAPSHOT,
+    RUN_SNAPSHOT_DELTA,
+    SNAPSHOT_POINTER_KIND,
+)
 from metastore.mypy.source_files import old_enough, signature
 from metastore.mypy.units import (
     SNAPSHOT_POINTER,
@@ -189,6 +194,8 @@ class Snapshots(Choosing):
             if by_content or root in moved_roots:  # another mtime, or another path
                 meta = codec.patched_meta(recorded_meta, stem + data_suffix, path=path,
                                           mtime=offer.mtime, size=offer.size)
+            elif (layer if seq >= 0 else -1, seq) == snapshot.location(i):
+                self._as_recorded.add(stem)  # its record holds as it is (see _record_of)
             if meta is not None:
                 parts[stem + meta_suffix] = meta
                 parts[stem + ex_suffix] = snapshot.ex(i)
@@ -223,8 +230,10 @@ class Snapshots(Choosing):
         parts, data_names = self._image_parts, self._image_data
         served = {stem: [(name, parts[name]) for name in self._part_names(stem)
                          if name in parts] for stem in records}
+        as_recorded = set(self._as_recorded)
         self._offers.clear()
         self._from_snapshot.clear()
+        self._as_recorded.clear()
         parts.clear()
         data_names.clear()
         self._image_stems.clear()
@@ -238,6 +247,8 @@ class Snapshots(Choosing):
                 continue
             self._offers[stem] = record
             self._from_snapshot.add(stem)
+            if stem in as_recorded:
+                self._as_recorded.add(stem)
             if served[stem]:
                 parts.update(served[stem])
                 data_names.add(self._part_names(stem)[1])
@@ -257,19 +268,23 @@ class Snapshots(Choosing):
                        ) -> tuple[run_snapshot.Snapshot, float, bool] | None:
         """The run snapshot for this build (with the time it was recorded, and whether it is
         this checkout's), or None: this checkout's slot, else the last one written by any
-        checkout (the portable slot names it). A snapshot derived from another (see
+        checkout (the portable slot names it); each with the delta beside it, if that is on
+        it (see :mod:`metastore.mypy.snapshot_delta`). A snapshot derived from another (see
         :mod:`metastore.mypy.run_snapshot`) is read with that one, and holds only while that one
         is unchanged. Remembers what the end of the build compares with and derives from."""
         assert self.backend is not None
         here, portable = self._snapshot_keys(view)
+        delta_key = snapshot_delta.delta_key
         try:
-            slots = self.backend.get_slots([here, portable])
+            slots = self.backend.get_slots([here, delta_key(here), portable])
             portable_slot = slots.get(portable)
             pointer = portable_slot
             if portable_slot is not None and portable_slot[1].startswith(SNAPSHOT_POINTER):
                 # the portable slot names the snapshot slot of the checkout that wrote it
                 pointed = portable_slot[1][len(SNAPSHOT_POINTER):]
-                portable_slot = slots.get(pointed) or self.backend.get_slot(pointed)
+                if pointed not in slots:
+                    slots.update(self.backend.get_slots([pointed, delta_key(pointed)]))
+                portable_slot = slots.get(pointed)
                 portable = pointed
             for key, slot in ((here, slots.get(here)), (portable, portable_slot)):
                 if slot is None:
@@ -279,20 +294,30 @@ class Snapshots(Choosing):
                 derived = run_snapshot.decode_derived(slot[1])
                 if derived is not None:
                     base_key = derived.base_key
-                    base_slot = self.backend.get_slot(base_key)
-                    if base_slot is None:
+                    slots.update(self.backend.get_slots([base_key, delta_key(base_key)]))
+                    found = slots.get(base_key)
+                    if found is None:
                         continue
-                    base = base_slot
+                    base = found
                     self.stats.read_bytes += len(base[1])
                 snapshot = run_snapshot.decode(base[1])
-                if snapshot is None or (derived is not None and not snapshot.derive(derived)):
+                if snapshot is None:
+                    continue
+                delta = slots.get(delta_key(base_key))
+                with_delta = self._with_delta(snapshot, base_key, delta)
+                if with_delta is not None:
+                    snapshot = with_delta
+                if derived is not None and not snapshot.derive(derived):
                     continue
                 # Rewritten at the end unless it is this checkout's and nothing changed.
                 self._snapshot = snapshot
                 self._snapshot_read = slot[1] if key == here else None
+                self._delta_read = delta[1] if delta and with_delta and key == here else None
                 self._snapshot_base = base_key
                 # Taken: its slots stay in the store's LRU (see _touch_slots).
                 taken = {key: slot, base_key: base}
+                if delta is not None and with_delta is not None:
+                    taken[delta_key(base_key)] = delta
                 if key == portable and pointer is not None:
                     taken[self._snapshot_keys(view)[1]] = pointer
                 self._touch_slots(taken)
@@ -300,6 +325,20 @@ class Snapshots(Choosing):
         except StoreError as e:
             self._problem(str(e))
         return None
+
+    def _with_delta(self, snapshot: run_snapshot.Snapshot, key: bytes,
+                    slot: tuple[float, bytes] | None) -> run_snapshot.Snapshot | None:
+        """``snapshot`` (the full one in slot ``key``) with the delta in ``slot``, or None if
+        there is none on it."""
+        if slot is None:
+            return None
+        delta = snapshot_delta.decode(slot[1])
+        if delta is None or delta.base_key != key:
+            return None
+        applied = delta.applied(snapshot)
+        if applied is not None:
+            self.stats.read_bytes += len(slot[1])
+        return applied
 
     def _keeps_recorded_interface(self, stems: Sequence[str], view: MypyView) -> set[str]:
         """Those of ``stems`` (records of this checkout's snapshot that were not taken) that
@@ -395,54 +434,11 @@ class Snapshots(Choosing):
             self._snapshot_read = derived
             return [(here, now, derived, DERIVED_SNAPSHOT),
                     (portable, now, SNAPSHOT_POINTER + here, SNAPSHOT_POINTER_KIND)]
-        records = []
-        meta_suffix, ex_part = ".meta" + codec.suffix, codec.ex_part
-        ex_suffix = f".{ex_part}{codec.suffix}"
-        index = self._snapshot_index()
-        stems = snapshot.stems if snapshot is not None else []
-        offers, stats_seen = self._offers, self._stats_seen
-        Record, tokenize = run_snapshot.Record, roots.tokenize
-        for stem in self._asked:
-            published = self._published_units.get(stem)
-            offer = offers.get(stem)
-            if published is not None:
-                key, m, path = published.key, published.manifest, published.path
-                layer, seq, trusted = -1, -1, published.signature
-                offer = Offer(stem, path, m, published.mtime, published.size)
-            elif (offer is not None and not offer.previous and offer.layer >= 0
-                    and offer.key and stem not in self._published_seq
-                    and stem not in self._worker_unpublished):
-                m, path, layer, seq, key = (offer.manifest, offer.path, offer.layer, offer.seq,
-                                            offer.key)
-                if seq < 0:
-                    layer = -1  # still to be looked up by key (see _locate_unknown)
-                st = stats_seen.get(path)
-                if st is None:
-                    known = self._sources.known(view.source_file(path))
-                    st = known.stat if known is not None else None
-                trusted = self._trusted_signature(st)
-            else:
-                continue
-            meta = self._served_part(offer, "meta", stem + meta_suffix)
-            ex = self._served_part(offer, ex_part, stem + ex_suffix)
-            if meta is None or ex is None:
-                continue  # not servable as recorded: chosen anew next time
-            i = index.get(stem) if published is None and stem in self._from_snapshot else None
-            if i is not None and snapshot is not None:
-                deps = tuple(map(stems.__getitem__, snapshot.deps(i)))
-                ex_rooted = snapshot.ex_rooted(i)
-                module = snapshot.modules[i]
-            else:
-                deps = tuple(dep_stem for dep, _ in m.deps
-                             if (dep_stem := self._stem_of(dep, view)) is not None)
-                stored_ex = self._blob(m.ex)
-                if stored_ex is None:
-                    continue
-                ex_rooted = roots.may_hold_tokens(stored_ex)
-                module = module_id(stem)
-            records.append(Record(
-                stem, tokenize(path), trusted, layer, seq, key.hex(),
-                m.snapshot_unit(), deps, meta, ex, ex_rooted, module))
+        delta = self._snapshot_delta(view, here, portable, now)
+        if delta is not None:
+            return delta
+        records = [record for stem in self._asked
+                   if (record := self._record_of(stem, view)) is not None]
         data = run_snapshot.encode(root_paths(roots), self._layers_identity(), records,
                                    options=view.options_fingerprint())
         if not records or data == self._snapshot_read:
@@ -450,6 +446,96 @@ class Snapshots(Choosing):
         self._snapshot_read = data
         return [(here, now, data, RUN_SNAPSHOT),
                 (portable, now, SNAPSHOT_POINTER + here, SNAPSHOT_POINTER_KIND)]
+
+    def _snapshot_delta(self, view: MypyView, here: bytes, portable: bytes, now: float
+                        ) -> list[tuple[bytes, float, bytes, str]] | None:
+        """The delta to write on this checkout's full snapshot (see
+        :mod:`metastore.mypy.snapshot_delta`) in place of a whole new snapshot ([] if it is
+        the one read), or None if a full snapshot is to be written: the snapshot read is not
+        this checkout's full one (with its delta), it was recorded with other roots, layers
+        or options, or the delta would be too big. Records served as they were recorded are
+        not built again."""
+        snapshot, roots = self._snapshot, view.roots()
+        if (snapshot is None or self._snapshot_read is None or self._snapshot_base != here
+                or snapshot.roots != root_paths(roots)
+                or snapshot.layers != self._layers_identity()
+                or snapshot.options != view.options_fingerprint()):
+            if DEBUG:
+                debug(f"snapshot delta: not on this checkout's snapshot "
+                      f"(read here: {self._snapshot_read is not None}, "
+                      f"full here: {self._snapshot_base == here})")
+            return None
+        redone = self._published_units.keys() | self._published_seq.keys() \
+            | self._worker_unpublished
+        unchanged = (self._as_recorded & self._asked & self._from_snapshot) - redone
+        index, start = self._snapshot_index(), snapshot.delta_start
+        records = [snapshot.record(i) for stem in unchanged if (i := index[stem]) >= start]
+        records += [record for stem in self._asked - unchanged
+                    if (record := self._record_of(stem, view)) is not None]
+        kept = unchanged.union(record.stem for record in records)
+        removed = [stem for stem in snapshot.base_stems if stem not in kept]
+        if DEBUG:
+            debug(f"snapshot delta: {len(records)} records, {len(removed)} gone, "
+                  f"{len(unchanged)} as recorded")
+        if snapshot_delta.compact(len(records) + len(removed), len(snapshot.base_stems)):
+            return None
+        data = snapshot_delta.encode(here, snapshot.base_checksum, snapshot.roots,
+                                     snapshot.layers, records, removed,
+                                     options=snapshot.options)
+        if data == self._delta_read:
+            return []
+        self._delta_read = data
+        return [(snapshot_delta.delta_key(here), now, data, RUN_SNAPSHOT_DELTA),
+                (portable, now, SNAPSHOT_POINTER + here, SNAPSHOT_POINTER_KIND)]
+
+    def _record_of(self, stem: str, view: MypyView) -> run_snapshot.Record | None:
+        """What the run snapshot records for ``stem`` at the end of this build: the unit
+        offered from the store or published for it in this build, with the meta and
+        meta_ex/err entries as served; None if it has neither, or they cannot be served as
+        recorded (it is chosen anew next time)."""
+        codec, roots = self._codec, view.roots()
+        assert codec is not None
+        published = self._published_units.get(stem)
+        offer = self._offers.get(stem)
+        if published is not None:
+            key, m, path = published.key, published.manifest, published.path
+            layer, seq, trusted = -1, -1, published.signature
+            offer = Offer(stem, path, m, published.mtime, published.size)
+        elif (offer is not None and not offer.previous and offer.layer >= 0
+                and offer.key and stem not in self._published_seq
+                and stem not in self._worker_unpublished):
+            m, path, layer, seq, key = (offer.manifest, offer.path, offer.layer, offer.seq,
+                                        offer.key)
+            if seq < 0:
+                layer = -1  # still to be looked up by key (see _locate_unknown)
+            st = self._stats_seen.get(path)
+            if st is None:
+                known = self._sources.known(view.source_file(path))
+                st = known.stat if known is not None else None
+            trusted = self._trusted_signature(st)
+        else:
+            return None
+        meta = self._served_part(offer, "meta", f"{stem}.meta{codec.suffix}")
+        ex = self._served_part(offer, codec.ex_part, f"{stem}.{codec.ex_part}{codec.suffix}")
+        if meta is None or ex is None:
+            return None
+        snapshot = self._snapshot
+        i = self._snapshot_index().get(stem) if published is None \
+            and stem in self._from_snapshot else None
+        if i is not None and snapshot is not None:
+            deps = tuple(map(snapshot.stems.__getitem__, snapshot.deps(i)))
+            ex_rooted = snapshot.ex_rooted(i)
+            module = snapshot.modules[i]
+        else:
+            deps = tuple(dep_stem for dep, _ in m.deps
+                         if (dep_stem := self._stem_of(dep, view)) is not None)
+            stored_ex = self._blob(m.ex)
+            if stored_ex is None:
+                return None
+            ex_rooted = roots.may_hold_tokens(stored_ex)
+            module = module_id(stem)
+        return run_snapshot.Record(stem, roots.tokenize(path), trusted, layer, seq, key.hex(),
+                                   m.snapshot_unit(), deps, meta, ex, ex_rooted, module)
 
     def _trusted_signature(self, st: os.stat_result | None) -> tuple[int, int, int, int]:
         """The signature a snapshot records for a file of this stat: its own, or - for a file

@@ -116,6 +116,7 @@ class StoreState:
         self._snapshot_tried = False
         self._snapshot: run_snapshot.Snapshot | None = None  # the snapshot read
         self._snapshot_read: bytes | None = None  # its bytes, if it is this checkout's
+        self._delta_read: bytes | None = None  # the delta read with it, if this checkout's
         self._snapshot_keys_memo: tuple[bytes, bytes] | None = None
         self._snapshot_stem_index: dict[str, int] | None = None
         self._snapshot_base = b""  # the slot of the (full) snapshot read
@@ -124,6 +125,7 @@ class StoreState:
         # _offer_previous).
         self._last_run: dict[str, tuple[str, int]] = {}
         self._from_snapshot: set[str] = set()  # stems offered from it
+        self._as_recorded: set[str] = set()  # of those, served exactly as recorded
         self._snapshot_resolved = False  # entries of units it named by key were looked up
         self._snapshot_stale = False  # some record was taken by content: write it anew
         # Entries served as the snapshot recorded them (name -> bytes), the data entries of

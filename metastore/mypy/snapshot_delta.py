@@ -1,0 +1,119 @@
+"""Deltas on a run snapshot, so that a run after an edit writes the records that changed
+rather than the whole snapshot (see :mod:`metastore.mypy.run_snapshot`).
+
+A checkout's snapshot slot holds a full snapshot; a second slot beside it
+(:func:`delta_key`) may hold a delta on it: the full snapshot's slot and checksum, the stems
+of its records that are gone, and the records that are new or replace one of its own (with
+their dependencies by stem). Deltas are cumulative - each run writes its delta on the same
+full snapshot, never a delta on a delta - so reading costs one full decode plus one small
+one, however many runs wrote. A delta whose base checksum is not that of the full snapshot
+in the slot is stale (the full snapshot was written anew since) and read as no delta: the
+full snapshot alone is a valid, older snapshot. The writer writes a full snapshot instead
+once the delta would hold more than a fraction of the records (:func:`compact`).
+
+Knows nothing of mypy or SQLite: records in, bytes out.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from collections.abc import Iterable, Mapping
+
+import blake3
+
+from metastore.mypy import run_snapshot
+
+MAGIC = b"mypy-metastore run snapshot delta 2\n"
+_LENGTH = struct.Struct("<I")
+_DIGEST = 32
+#: A delta is written while it holds at most this many records and gone stems, or this
+#: fraction of the full snapshot's records if that is more; past it, a full snapshot.
+MIN_RECORDS = 64
+FRACTION = 8
+
+
+def delta_key(key: bytes) -> bytes:
+    """The slot of the delta on the full snapshot in slot ``key``."""
+    return blake3.blake3(b"\0snapshot-delta-2\0" + key).digest()
+
+
+def compact(changed: int, full: int) -> bool:
+    """True if a delta of ``changed`` records and gone stems on a full snapshot of ``full``
+    records is too big: write a full snapshot instead."""
+    return changed > max(MIN_RECORDS, full // FRACTION)
+
+
+class Delta:
+    """A decoded delta: ``base_key`` and ``base_checksum`` name the full snapshot it applies
+    to, ``checksum`` names the result, ``removed`` the full snapshot's stems that are gone,
+    ``records`` the new and replacing records (a :class:`run_snapshot.Snapshot` of their own)
+    and ``deps`` their dependencies (stems), in ``records``' order."""
+
+    __slots__ = ("base_key", "base_checksum", "checksum", "removed", "records", "deps")
+
+    def __init__(self, base_key: bytes, base_checksum: bytes, checksum: bytes,
+                 removed: list[str], records: run_snapshot.Snapshot,
+                 deps: list[list[str]]) -> None:
+        self.base_key = base_key
+        self.base_checksum = base_checksum
+        self.checksum = checksum
+        self.removed = removed
+        self.records = records
+        self.deps = deps
+
+    def applied(self, full: run_snapshot.Snapshot) -> run_snapshot.Snapshot | None:
+        """``full`` with this delta, or None if the delta is not on that snapshot or was
+        recorded with other roots, layers or options."""
+        records = self.records
+        if (full.checksum != self.base_checksum or full.delta_start != len(full)
+                or records.roots != full.roots or records.layers != full.layers
+                or records.options != full.options):
+            return None
+        return full.with_delta(records, self.deps, self.removed, self.checksum)
+
+
+def encode(base_key: bytes, base_checksum: bytes, roots: Mapping[str, str], layers: str,
+           records: Iterable[run_snapshot.Record], removed: Iterable[str], *,
+           options: str = "") -> bytes:
+    """Deterministic bytes for the delta of ``records`` and ``removed`` on the full snapshot
+    in slot ``base_key`` with checksum ``base_checksum``."""
+    ordered = sorted(records, key=lambda r: r.stem)
+    inner = run_snapshot.encode(roots, layers, ordered, options=options)
+    header = json.dumps({"removed": sorted(set(removed)),
+                         "deps": [sorted(set(r.deps)) for r in ordered]},
+                        separators=(",", ":")).encode()
+    body = b"".join([base_key, base_checksum, _LENGTH.pack(len(header)), header, inner])
+    return MAGIC + blake3.blake3(body).digest() + body
+
+
+def decode(data: bytes) -> Delta | None:
+    """The delta in ``data``; None if it is not one (another format, a checksum that does
+    not match, any malformed part)."""
+    try:
+        if not data.startswith(MAGIC):
+            return None
+        start = len(MAGIC) + _DIGEST
+        checksum = data[len(MAGIC): start]
+        if blake3.blake3(data[start:]).digest() != checksum:
+            return None
+        base_key = data[start: start + _DIGEST]
+        base_checksum = data[start + _DIGEST: start + 2 * _DIGEST]
+        at = start + 2 * _DIGEST
+        (length,) = _LENGTH.unpack_from(data, at)
+        at += _LENGTH.size
+        header = json.loads(data[at: at + length])
+        removed, deps = header["removed"], header["deps"]
+        records = run_snapshot.decode(data[at + length:])
+        if (records is None or len(base_checksum) != _DIGEST or type(removed) is not list
+                or type(deps) is not list or len(deps) != len(records)
+                or not all(type(s) is str for s in removed)
+                or not all(type(ds) is list and all(type(d) is str for d in ds)
+                           for ds in deps)
+                or len(set(removed)) != len(removed)
+                or len(set(records.stems)) != len(records)
+                or not set(removed).isdisjoint(records.stems)):
+            return None
+        return Delta(base_key, base_checksum, checksum, removed, records, deps)
+    except (ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error):
+        return None
