@@ -11,7 +11,6 @@ from metastore.mypy.run_snapshot import Record, Snapshot, decode, encode
 from test_run_snapshot import ROOTS, record
 
 LAYERS = '["/store.db"]'
-KEY = b"k" * 32
 
 
 def full(records: list[Record]) -> Snapshot:
@@ -29,10 +28,10 @@ def as_set(snapshot: Snapshot) -> dict[str, Record]:
 
 
 def with_delta(base: Snapshot, records: list[Record], removed: list[str]) -> Snapshot:
-    data = snapshot_delta.encode(KEY, base.checksum, ROOTS, LAYERS, records, removed,
+    data = snapshot_delta.encode(base.checksum, ROOTS, LAYERS, records, removed,
                                  options="o")
     delta = snapshot_delta.decode(data)
-    assert delta is not None and delta.base_key == KEY
+    assert delta is not None and delta.base_key == snapshot_delta.full_key(base.checksum)
     merged = delta.applied(base)
     assert merged is not None
     return merged
@@ -85,7 +84,7 @@ def test_a_full_snapshot_with_a_delta_reads_as_the_new_records(
 def test_a_delta_on_another_full_snapshot_does_not_apply() -> None:
     a, b = record("pkg/a", "pkg/a.py"), record("pkg/b", "pkg/b.py", "pkg/a")
     first, second = full([a, b]), full([a, b._replace(seq=3)])
-    data = snapshot_delta.encode(KEY, first.checksum, ROOTS, LAYERS, [a._replace(seq=5)], [],
+    data = snapshot_delta.encode(first.checksum, ROOTS, LAYERS, [a._replace(seq=5)], [],
                                  options="o")
     delta = snapshot_delta.decode(data)
     assert delta is not None
@@ -102,19 +101,19 @@ def test_a_delta_of_other_roots_or_options_does_not_apply() -> None:
     base = full([a])
     for roots, options in (({**ROOTS, "cwd": "/elsewhere"}, "o"), (ROOTS, "other")):
         delta = snapshot_delta.decode(snapshot_delta.encode(
-            KEY, base.checksum, roots, LAYERS, [a._replace(seq=2)], [], options=options))
+            base.checksum, roots, LAYERS, [a._replace(seq=2)], [], options=options))
         assert delta is not None and delta.applied(base) is None
 
 
 def test_damaged_deltas_are_no_delta() -> None:
     a = record("pkg/a", "pkg/a.py")
-    data = snapshot_delta.encode(KEY, b"c" * 32, ROOTS, LAYERS, [a], ["pkg/b"])
+    data = snapshot_delta.encode(b"c" * 32, ROOTS, LAYERS, [a], ["pkg/b"])
     assert snapshot_delta.decode(data) is not None
     for bad in (data[:-1], data[:40], data.replace(b"pkg/b", b"pkg/c"), b"", b"garbage",
                 encode(ROOTS, LAYERS, [a])):
         assert snapshot_delta.decode(bad) is None
     # removed and replaced at once is malformed (the writer never does it)
-    both = snapshot_delta.encode(KEY, b"c" * 32, ROOTS, LAYERS, [a], ["pkg/a"])
+    both = snapshot_delta.encode(b"c" * 32, ROOTS, LAYERS, [a], ["pkg/a"])
     assert snapshot_delta.decode(both) is None
 
 

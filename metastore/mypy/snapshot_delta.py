@@ -1,15 +1,18 @@
 """Deltas on a run snapshot, so that a run after an edit writes the records that changed
 rather than the whole snapshot (see :mod:`metastore.mypy.run_snapshot`).
 
-A checkout's snapshot slot holds a full snapshot; a second slot beside it
-(:func:`delta_key`) may hold a delta on it: the full snapshot's slot and checksum, the stems
-of its records that are gone, and the records that are new or replace one of its own (with
-their dependencies by stem). Deltas are cumulative - each run writes its delta on the same
-full snapshot, never a delta on a delta - so reading costs one full decode plus one small
-one, however many runs wrote. A delta whose base checksum is not that of the full snapshot
-in the slot is stale (the full snapshot was written anew since) and read as no delta: the
-full snapshot alone is a valid, older snapshot. The writer writes a full snapshot instead
-once the delta would hold more than a fraction of the records (:func:`compact`).
+A checkout's snapshot slot holds a full snapshot or a delta: the slot and checksum of a
+full snapshot kept in a slot of its own (named by its checksum, :func:`full_key`), the
+stems of its records that are gone, and the records that are new or replace one of its own
+(with their dependencies by stem). The first delta on a full snapshot moves that snapshot
+to its own slot; deltas are cumulative - each run writes its delta on the same full
+snapshot, never a delta on a delta - so reading costs one full decode plus one small one,
+however many runs wrote, and a run that finds a full snapshot in the checkout's slot reads
+nothing more (no slot that may not exist is asked for: a remote tier would be asked too).
+A delta whose full snapshot is gone or is not the one it names is no snapshot. The writer
+writes a full snapshot into the checkout's slot instead once the delta would hold more
+than a fraction of the records (:func:`compact`); the full snapshot the old deltas were on
+then ages out of the store's LRU.
 
 Knows nothing of mypy or SQLite: records in, bytes out.
 """
@@ -33,9 +36,9 @@ MIN_RECORDS = 64
 FRACTION = 8
 
 
-def delta_key(key: bytes) -> bytes:
-    """The slot of the delta on the full snapshot in slot ``key``."""
-    return blake3.blake3(b"\0snapshot-delta-2\0" + key).digest()
+def full_key(checksum: bytes) -> bytes:
+    """The slot a full snapshot with this checksum is kept in while deltas are on it."""
+    return blake3.blake3(b"\0full-snapshot-2\0" + checksum).digest()
 
 
 def compact(changed: int, full: int) -> bool:
@@ -73,11 +76,12 @@ class Delta:
         return full.with_delta(records, self.deps, self.removed, self.checksum)
 
 
-def encode(base_key: bytes, base_checksum: bytes, roots: Mapping[str, str], layers: str,
+def encode(base_checksum: bytes, roots: Mapping[str, str], layers: str,
            records: Iterable[run_snapshot.Record], removed: Iterable[str], *,
            options: str = "") -> bytes:
     """Deterministic bytes for the delta of ``records`` and ``removed`` on the full snapshot
-    in slot ``base_key`` with checksum ``base_checksum``."""
+    with checksum ``base_checksum`` (kept in slot :func:`full_key` of it)."""
+    base_key = full_key(base_checksum)
     ordered = sorted(records, key=lambda r: r.stem)
     inner = run_snapshot.encode(roots, layers, ordered, options=options)
     header = json.dumps({"removed": sorted(set(removed)),
@@ -105,7 +109,8 @@ def decode(data: bytes) -> Delta | None:
         header = json.loads(data[at: at + length])
         removed, deps = header["removed"], header["deps"]
         records = run_snapshot.decode(data[at + length:])
-        if (records is None or len(base_checksum) != _DIGEST or type(removed) is not list
+        if (records is None or base_key != full_key(base_checksum)
+                or type(removed) is not list
                 or type(deps) is not list or len(deps) != len(records)
                 or not all(type(s) is str for s in removed)
                 or not all(type(ds) is list and all(type(d) is str for d in ds)

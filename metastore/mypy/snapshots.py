@@ -268,23 +268,20 @@ class Snapshots(Choosing):
                        ) -> tuple[run_snapshot.Snapshot, float, bool] | None:
         """The run snapshot for this build (with the time it was recorded, and whether it is
         this checkout's), or None: this checkout's slot, else the last one written by any
-        checkout (the portable slot names it); each with the delta beside it, if that is on
-        it (see :mod:`metastore.mypy.snapshot_delta`). A snapshot derived from another (see
+        checkout (the portable slot names it); a delta is read with the full snapshot it is
+        on (see :mod:`metastore.mypy.snapshot_delta`). A snapshot derived from another (see
         :mod:`metastore.mypy.run_snapshot`) is read with that one, and holds only while that one
         is unchanged. Remembers what the end of the build compares with and derives from."""
         assert self.backend is not None
         here, portable = self._snapshot_keys(view)
-        delta_key = snapshot_delta.delta_key
         try:
-            slots = self.backend.get_slots([here, delta_key(here), portable])
+            slots = self.backend.get_slots([here, portable])
             portable_slot = slots.get(portable)
             pointer = portable_slot
             if portable_slot is not None and portable_slot[1].startswith(SNAPSHOT_POINTER):
                 # the portable slot names the snapshot slot of the checkout that wrote it
                 pointed = portable_slot[1][len(SNAPSHOT_POINTER):]
-                if pointed not in slots:
-                    slots.update(self.backend.get_slots([pointed, delta_key(pointed)]))
-                portable_slot = slots.get(pointed)
+                portable_slot = slots.get(pointed) or self.backend.get_slot(pointed)
                 portable = pointed
             for key, slot in ((here, slots.get(here)), (portable, portable_slot)):
                 if slot is None:
@@ -294,30 +291,20 @@ class Snapshots(Choosing):
                 derived = run_snapshot.decode_derived(slot[1])
                 if derived is not None:
                     base_key = derived.base_key
-                    slots.update(self.backend.get_slots([base_key, delta_key(base_key)]))
-                    found = slots.get(base_key)
-                    if found is None:
+                    base_slot = self.backend.get_slot(base_key)
+                    if base_slot is None:
                         continue
-                    base = found
+                    base = base_slot
                     self.stats.read_bytes += len(base[1])
-                snapshot = run_snapshot.decode(base[1])
-                if snapshot is None:
-                    continue
-                delta = slots.get(delta_key(base_key))
-                with_delta = self._with_delta(snapshot, base_key, delta)
-                if with_delta is not None:
-                    snapshot = with_delta
-                if derived is not None and not snapshot.derive(derived):
+                # Taken: its slots stay in the store's LRU (see _touch_slots).
+                taken = {key: slot, base_key: base}
+                snapshot = self._decode_snapshot(base[1], taken)
+                if snapshot is None or (derived is not None and not snapshot.derive(derived)):
                     continue
                 # Rewritten at the end unless it is this checkout's and nothing changed.
                 self._snapshot = snapshot
                 self._snapshot_read = slot[1] if key == here else None
-                self._delta_read = delta[1] if delta and with_delta and key == here else None
                 self._snapshot_base = base_key
-                # Taken: its slots stay in the store's LRU (see _touch_slots).
-                taken = {key: slot, base_key: base}
-                if delta is not None and with_delta is not None:
-                    taken[delta_key(base_key)] = delta
                 if key == portable and pointer is not None:
                     taken[self._snapshot_keys(view)[1]] = pointer
                 self._touch_slots(taken)
@@ -326,18 +313,23 @@ class Snapshots(Choosing):
             self._problem(str(e))
         return None
 
-    def _with_delta(self, snapshot: run_snapshot.Snapshot, key: bytes,
-                    slot: tuple[float, bytes] | None) -> run_snapshot.Snapshot | None:
-        """``snapshot`` (the full one in slot ``key``) with the delta in ``slot``, or None if
-        there is none on it."""
+    def _decode_snapshot(self, data: bytes, taken: dict[bytes, tuple[float, bytes]]
+                         ) -> run_snapshot.Snapshot | None:
+        """The snapshot in ``data``: a full one, or a delta with the full snapshot it is on
+        (read now, and added to ``taken``); None if it is neither, or that one is gone."""
+        if not data.startswith(snapshot_delta.MAGIC):
+            return run_snapshot.decode(data)
+        delta = snapshot_delta.decode(data)
+        if delta is None or self.backend is None:
+            return None
+        slot = self.backend.get_slot(delta.base_key)
         if slot is None:
             return None
-        delta = snapshot_delta.decode(slot[1])
-        if delta is None or delta.base_key != key:
-            return None
-        applied = delta.applied(snapshot)
+        self.stats.read_bytes += len(slot[1])
+        full = run_snapshot.decode(slot[1])
+        applied = delta.applied(full) if full is not None else None
         if applied is not None:
-            self.stats.read_bytes += len(slot[1])
+            taken[delta.base_key] = slot
         return applied
 
     def _keeps_recorded_interface(self, stems: Sequence[str], view: MypyView) -> set[str]:
@@ -449,20 +441,21 @@ class Snapshots(Choosing):
 
     def _snapshot_delta(self, view: MypyView, here: bytes, portable: bytes, now: float
                         ) -> list[tuple[bytes, float, bytes, str]] | None:
-        """The delta to write on this checkout's full snapshot (see
+        """The delta to write into this checkout's slot (see
         :mod:`metastore.mypy.snapshot_delta`) in place of a whole new snapshot ([] if it is
-        the one read), or None if a full snapshot is to be written: the snapshot read is not
-        this checkout's full one (with its delta), it was recorded with other roots, layers
-        or options, or the delta would be too big. Records served as they were recorded are
-        not built again."""
-        snapshot, roots = self._snapshot, view.roots()
-        if (snapshot is None or self._snapshot_read is None or self._snapshot_base != here
+        the one read), with the full snapshot it is on moved to a slot of its own if this
+        is the first delta on it; None if a full snapshot is to be written: the snapshot
+        read is not this checkout's, it was recorded with other roots, layers or options, or
+        the delta would be too big. Records served as they were recorded are not built
+        again."""
+        snapshot, roots, head = self._snapshot, view.roots(), self._snapshot_read
+        if (snapshot is None or head is None or self._snapshot_base != here
                 or snapshot.roots != root_paths(roots)
                 or snapshot.layers != self._layers_identity()
                 or snapshot.options != view.options_fingerprint()):
             if DEBUG:
                 debug(f"snapshot delta: not on this checkout's snapshot "
-                      f"(read here: {self._snapshot_read is not None}, "
+                      f"(read here: {head is not None}, "
                       f"full here: {self._snapshot_base == here})")
             return None
         redone = self._published_units.keys() | self._published_seq.keys() \
@@ -479,14 +472,17 @@ class Snapshots(Choosing):
                   f"{len(unchanged)} as recorded")
         if snapshot_delta.compact(len(records) + len(removed), len(snapshot.base_stems)):
             return None
-        data = snapshot_delta.encode(here, snapshot.base_checksum, snapshot.roots,
-                                     snapshot.layers, records, removed,
-                                     options=snapshot.options)
-        if data == self._delta_read:
+        data = snapshot_delta.encode(snapshot.base_checksum, snapshot.roots, snapshot.layers,
+                                     records, removed, options=snapshot.options)
+        if data == head:
             return []
-        self._delta_read = data
-        return [(snapshot_delta.delta_key(here), now, data, RUN_SNAPSHOT_DELTA),
-                (portable, now, SNAPSHOT_POINTER + here, SNAPSHOT_POINTER_KIND)]
+        self._snapshot_read = data
+        writes = [(here, now, data, RUN_SNAPSHOT_DELTA),
+                  (portable, now, SNAPSHOT_POINTER + here, SNAPSHOT_POINTER_KIND)]
+        if head.startswith(run_snapshot.MAGIC):  # the full snapshot moves out of the way
+            writes.insert(0, (snapshot_delta.full_key(snapshot.base_checksum), now, head,
+                              RUN_SNAPSHOT))
+        return writes
 
     def _record_of(self, stem: str, view: MypyView) -> run_snapshot.Record | None:
         """What the run snapshot records for ``stem`` at the end of this build: the unit

@@ -115,8 +115,8 @@ class StoreState:
         # at the end of the build if it changed.
         self._snapshot_tried = False
         self._snapshot: run_snapshot.Snapshot | None = None  # the snapshot read
-        self._snapshot_read: bytes | None = None  # its bytes, if it is this checkout's
-        self._delta_read: bytes | None = None  # the delta read with it, if this checkout's
+        # its bytes (a full snapshot or a delta), if it is this checkout's
+        self._snapshot_read: bytes | None = None
         self._snapshot_keys_memo: tuple[bytes, bytes] | None = None
         self._snapshot_stem_index: dict[str, int] | None = None
         self._snapshot_base = b""  # the slot of the (full) snapshot read
