@@ -6,7 +6,9 @@ processes; every run compared with ``mypy --no-incremental``."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ from helpers import gen
 from helpers.run import Harness
 
 from metastore.mypy import run_snapshot, snapshot_delta
+from metastore.mypy.source_files import RACY_SUBSECOND_SECONDS
 
 pytestmark = pytest.mark.e2e
 
@@ -52,6 +55,17 @@ def _stem(path: str) -> str:
     return path.removesuffix(".py")
 
 
+def _write(root: Path, files: dict[str, str]) -> None:
+    """``files`` into the tree, each file written dated in the past (so that its stat
+    signature is trusted at once, and a run records the same snapshot as the next one
+    would: see metastore.mypy.source_files.old_enough)."""
+    past = time.time() - 60
+    for rel in gen.write_tree(root, files):
+        if (root / rel).exists():
+            os.utime(root / rel, (past, past))
+    time.sleep(2 * RACY_SUBSECOND_SECONDS)  # the ctime the utime set
+
+
 def _full_data(store: Path) -> list[bytes]:
     return sorted(data for _, _, data in _slots(store).get(FULL, []))
 
@@ -68,7 +82,7 @@ def test_edits_write_a_cumulative_delta_and_warm_runs_write_nothing(
     def importing(files: dict[str, str]) -> dict[str, str]:
         return {**files, leaf: files[leaf] + "\nimport colorsys\n"}
     b = importing(plain)
-    gen.write_tree(proj, b)
+    _write(proj, b)
     h.check(h.dropin(proj))
     h.check(h.dropin(proj), warm=True)
     before = _slots(h.store)
@@ -78,7 +92,7 @@ def test_edits_write_a_cumulative_delta_and_warm_runs_write_nothing(
     # One edit (the leaf gains an error): the full snapshot moves to a slot of its own,
     # unchanged; the checkout's slot holds a delta on it with the leaf's record.
     edited = importing(gen.edit_leaf(plain, SPEC, 1))
-    gen.write_tree(proj, edited)
+    _write(proj, edited)
     v, _ = h.check(h.dropin(proj))
     assert v.rechecked >= 1
     after = _slots(h.store)
@@ -96,7 +110,7 @@ def test_edits_write_a_cumulative_delta_and_warm_runs_write_nothing(
     # A second edit (core's interface: its dependents are re-checked too): the delta on
     # the same full snapshot holds both edits.
     edited = gen.edit_core(edited, 1)
-    gen.write_tree(proj, edited)
+    _write(proj, edited)
     h.check(h.dropin(proj))
     assert _full_data(h.store) == [full]
     stems = set(_delta(h.store).records.stems)
@@ -104,7 +118,7 @@ def test_edits_write_a_cumulative_delta_and_warm_runs_write_nothing(
     h.check(h.dropin(proj), warm=True)
 
     # The import dropped: colorsys is gone from the full snapshot's records.
-    gen.write_tree(proj, gen.edit_core(plain, 1))
+    _write(proj, gen.edit_core(plain, 1))
     h.check(h.dropin(proj))
     assert _full_data(h.store) == [full]
     assert _delta(h.store).removed == ["colorsys"]
@@ -118,23 +132,23 @@ def test_a_delta_past_its_bound_is_compacted(harness: Harness, tmp_path: Path) -
     h = harness
     proj = tmp_path / "proj"
     files = gen.generate(spec)
-    gen.write_tree(proj, files)
+    _write(proj, files)
     h.check(h.dropin(proj))
-    gen.write_tree(proj, gen.edit_leaf(files, spec, 1))
+    _write(proj, gen.edit_leaf(files, spec, 1))
     h.check(h.dropin(proj))
     first = _slots(h.store)
     (here, _, _), = first[DELTA]
     touched = {path: text + "# touched\n" if path.endswith(".py") else text
                for path, text in files.items()}
     assert sum(path.endswith(".py") for path in touched) > snapshot_delta.MIN_RECORDS
-    gen.write_tree(proj, touched)
+    _write(proj, touched)
     h.check(h.dropin(proj))
     second = _slots(h.store)
     assert DELTA not in second, "a delta was written past its bound"
     new_full = [data for key, _, data in second[FULL] if key == here]
     assert len(new_full) == 1 and new_full[0] not in _full_data_of(first)
     h.check(h.dropin(proj), warm=True)
-    gen.write_tree(proj, gen.edit_leaf(touched, spec, 2))
+    _write(proj, gen.edit_leaf(touched, spec, 2))
     h.check(h.dropin(proj))
     assert _delta(h.store).base_checksum == _checksum(new_full[0])
     h.check(h.dropin(proj), warm=True)

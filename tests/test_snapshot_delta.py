@@ -122,3 +122,18 @@ def test_compaction_threshold() -> None:
     assert snapshot_delta.compact(65, 100)
     assert not snapshot_delta.compact(1250, 10_000)
     assert snapshot_delta.compact(1251, 10_000)
+
+
+def test_a_delta_is_dead_once_its_full_snapshot_is_gone() -> None:
+    from metastore.mypy.slot_kinds import RUN_SNAPSHOT_DELTA, dead
+    a = record("pkg/a", "pkg/a.py")
+    base = full([a])
+    data = snapshot_delta.encode(base.checksum, ROOTS, LAYERS, [a._replace(seq=2)], [])
+    kept = {snapshot_delta.full_key(base.checksum)}
+
+    def judge(data: bytes, slots: set[bytes]) -> bool:
+        return dead(RUN_SNAPSHOT_DELTA, data, slots.__contains__, lambda key: True,
+                    lambda digests: True)
+    assert not judge(data, kept)
+    assert judge(data, set())
+    assert judge(b"not a delta", kept)
