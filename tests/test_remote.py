@@ -167,6 +167,36 @@ def test_read_only_remote_is_not_written(tmp_path: Path) -> None:
     store.close()
 
 
+def _wal_bytes(path: Path) -> int:
+    wal = Path(f"{path}-wal")
+    return wal.stat().st_size if wal.exists() else 0
+
+
+def test_only_what_the_remote_lacks_is_checkpointed_at_close(tmp_path: Path) -> None:
+    """A put the remote took, and fills from the remote, may stay in L1's WAL at close
+    (the remote holds them); a put only L1 holds (a read-only remote) reaches the file."""
+    tier = FakeTier()
+    blob = b"blob bytes" * 1000
+    entry = ("lbl", KEY, b"v1", [digest(blob)])
+    one = _tiered(tmp_path, "one.db", tier)
+    one.put(entries=[entry], blobs=[blob])
+    one.close()
+    assert _wal_bytes(tmp_path / "one.db") > len(blob)
+    alone = TieredStore(Store(str(tmp_path / "alone.db")), tier, url="redis://h",
+                        read_only=True)
+    alone.put(entries=[entry], blobs=[blob])
+    alone.close()
+    assert _wal_bytes(tmp_path / "alone.db") == 0
+    two = _tiered(tmp_path, "two.db", tier)
+    assert [e.value for e in two.lookup([KEY])[KEY]] == [b"v1"]
+    two.close()
+    assert _wal_bytes(tmp_path / "two.db") > len(blob)
+    # The file with its WAL holds everything, for any later connection.
+    again = Store(str(tmp_path / "two.db"))
+    assert again.get_blob(digest(blob)) == blob
+    again.close()
+
+
 @pytest.mark.parametrize("server", [redis_server, nginx_webdav])
 def test_real_tiers(tmp_path: Path, server: object) -> None:
     with server(tmp_path) as url:  # type: ignore[operator]

@@ -27,9 +27,8 @@ def as_set(snapshot: Snapshot) -> dict[str, Record]:
     return out
 
 
-def with_delta(base: Snapshot, records: list[Record], removed: list[str]) -> Snapshot:
-    data = snapshot_delta.encode(base.checksum, ROOTS, LAYERS, records, removed,
-                                 options="o")
+def with_delta(base: Snapshot, records: list[Record]) -> Snapshot:
+    data = snapshot_delta.encode(base.checksum, ROOTS, LAYERS, records, options="o")
     delta = snapshot_delta.decode(data)
     assert delta is not None and delta.base_key == snapshot_delta.full_key(base.checksum)
     merged = delta.applied(base)
@@ -41,8 +40,8 @@ STEMS = [f"pkg/m{i:02d}" for i in range(30)]
 
 
 @st.composite
-def states(draw: st.DrawFn) -> tuple[list[Record], list[Record], list[str]]:
-    """A full snapshot's records, then records replacing or adding some, and stems removed."""
+def states(draw: st.DrawFn) -> tuple[list[Record], list[Record]]:
+    """A full snapshot's records, then records replacing or adding some."""
     present = draw(st.lists(st.sampled_from(STEMS), min_size=1, unique=True))
 
     def make(stem: str, version: int) -> Record:
@@ -53,28 +52,26 @@ def states(draw: st.DrawFn) -> tuple[list[Record], list[Record], list[str]]:
                       signature=(-1, -1, -1, -1) if draw(st.booleans()) else (1, 2, 3, 4))
     base = [make(stem, 0) for stem in present]
     changed = [make(stem, 1) for stem in draw(st.lists(st.sampled_from(STEMS), unique=True))]
-    gone = [s for s in draw(st.lists(st.sampled_from(present), unique=True))
-            if s not in {r.stem for r in changed}]
-    return base, changed, gone
+    return base, changed
 
 
 @settings(max_examples=300, deadline=None)
 @given(states())
 def test_a_full_snapshot_with_a_delta_reads_as_the_new_records(
-        state: tuple[list[Record], list[Record], list[str]]) -> None:
-    base_records, changed, gone = state
-    merged = with_delta(full(base_records), changed, gone)
+        state: tuple[list[Record], list[Record]]) -> None:
+    base_records, changed = state
+    merged = with_delta(full(base_records), changed)
     # A record keeps the dependencies its full snapshot held (those on its records), as a
     # full snapshot written anew from the records taken would.
     present = {r.stem for r in base_records}
     new = {r.stem: r._replace(deps=tuple(sorted(d for d in r.deps if d in present)))
-           for r in base_records if r.stem not in gone}
+           for r in base_records}
     new.update({r.stem: r._replace(deps=tuple(sorted(r.deps))) for r in changed})
     expected = full(list(new.values()))
     assert as_set(merged) == as_set(expected)
     assert merged.untrusted == expected.untrusted
     assert sorted(merged.stems) == expected.stems
-    assert merged.delta_start == len(merged) - len(changed)
+    assert sorted(merged.stems[i] for i in merged.from_delta) == sorted(r.stem for r in changed)
     assert merged.base_stems == [r.stem for r in sorted(base_records)]
     for i, stem in enumerate(merged.stems):
         assert merged.meta(i) == new[stem].meta and merged.ex(i) == new[stem].ex
@@ -84,7 +81,7 @@ def test_a_full_snapshot_with_a_delta_reads_as_the_new_records(
 def test_a_delta_on_another_full_snapshot_does_not_apply() -> None:
     a, b = record("pkg/a", "pkg/a.py"), record("pkg/b", "pkg/b.py", "pkg/a")
     first, second = full([a, b]), full([a, b._replace(seq=3)])
-    data = snapshot_delta.encode(first.checksum, ROOTS, LAYERS, [a._replace(seq=5)], [],
+    data = snapshot_delta.encode(first.checksum, ROOTS, LAYERS, [a._replace(seq=5)],
                                  options="o")
     delta = snapshot_delta.decode(data)
     assert delta is not None
@@ -101,20 +98,17 @@ def test_a_delta_of_other_roots_or_options_does_not_apply() -> None:
     base = full([a])
     for roots, options in (({**ROOTS, "cwd": "/elsewhere"}, "o"), (ROOTS, "other")):
         delta = snapshot_delta.decode(snapshot_delta.encode(
-            base.checksum, roots, LAYERS, [a._replace(seq=2)], [], options=options))
+            base.checksum, roots, LAYERS, [a._replace(seq=2)], options=options))
         assert delta is not None and delta.applied(base) is None
 
 
 def test_damaged_deltas_are_no_delta() -> None:
     a = record("pkg/a", "pkg/a.py")
-    data = snapshot_delta.encode(b"c" * 32, ROOTS, LAYERS, [a], ["pkg/b"])
+    data = snapshot_delta.encode(b"c" * 32, ROOTS, LAYERS, [a])
     assert snapshot_delta.decode(data) is not None
-    for bad in (data[:-1], data[:40], data.replace(b"pkg/b", b"pkg/c"), b"", b"garbage",
+    for bad in (data[:-1], data[:40], data.replace(b"pkg/a", b"pkg/c"), b"", b"garbage",
                 encode(ROOTS, LAYERS, [a])):
         assert snapshot_delta.decode(bad) is None
-    # removed and replaced at once is malformed (the writer never does it)
-    both = snapshot_delta.encode(b"c" * 32, ROOTS, LAYERS, [a], ["pkg/a"])
-    assert snapshot_delta.decode(both) is None
 
 
 def test_compaction_threshold() -> None:
@@ -128,7 +122,7 @@ def test_a_delta_is_dead_once_its_full_snapshot_is_gone() -> None:
     from metastore.mypy.slot_kinds import RUN_SNAPSHOT_DELTA, dead
     a = record("pkg/a", "pkg/a.py")
     base = full([a])
-    data = snapshot_delta.encode(base.checksum, ROOTS, LAYERS, [a._replace(seq=2)], [])
+    data = snapshot_delta.encode(base.checksum, ROOTS, LAYERS, [a._replace(seq=2)])
     kept = {snapshot_delta.full_key(base.checksum)}
 
     def judge(data: bytes, slots: set[bytes]) -> bool:

@@ -38,7 +38,7 @@ import sys
 from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping
-from itertools import accumulate, chain
+from itertools import accumulate
 from typing import NamedTuple
 
 import blake3
@@ -102,9 +102,10 @@ class Snapshot:
     """
 
     __slots__ = ("roots", "served_roots", "checksum", "layers", "options", "untrusted",
-                 "stems", "modules", "paths", "base_checksum", "base_stems", "delta_start",
+                 "stems", "modules", "paths", "base_checksum", "base_stems", "from_delta",
                  "ints", "flags", "_keys", "_texts", "_text_index", "_dep_offsets", "_deps",
-                 "_meta_offsets", "_metas", "_ex_offsets", "_exs")
+                 "_meta_offsets", "_metas", "_ex_offsets", "_exs", "_dep_ends", "_meta_ends",
+                 "_ex_ends")
 
     def __init__(self, roots: dict[str, str], layers: str, options: str, untrusted: int,
                  sections: list[bytes], count: int, text_count: int) -> None:
@@ -134,11 +135,16 @@ class Snapshot:
         self._metas = metas
         self._ex_offsets = _ints("I", ex_offsets)
         self._exs = exs
-        #: Set by :meth:`with_delta`: the full snapshot's checksum and stems, and the index of
-        #: the first record that came from the delta (here: this one, and ``len(self)``).
+        # Record i's bytes are [offsets[i]: ends[i]] (a snapshot with a delta points some
+        # records into the delta's bytes, appended).
+        self._dep_ends = self._dep_offsets[1:]
+        self._meta_ends = self._meta_offsets[1:]
+        self._ex_ends = self._ex_offsets[1:]
+        #: Set by :meth:`with_delta`: the full snapshot's checksum and stems, and the indices
+        #: of the records that came from the delta (here: this one's, and none).
         self.base_checksum = b""
         self.base_stems = self.stems
-        self.delta_start = count
+        self.from_delta: frozenset[int] = frozenset()
 
     def __len__(self) -> int:
         return len(self.stems)
@@ -173,13 +179,13 @@ class Snapshot:
 
     def deps(self, i: int) -> array[int]:
         """Indices of record ``i``'s dependencies among the records."""
-        return self._deps[self._dep_offsets[i]: self._dep_offsets[i + 1]]
+        return self._deps[self._dep_offsets[i]: self._dep_ends[i]]
 
     def meta(self, i: int) -> bytes:
-        return self._metas[self._meta_offsets[i]: self._meta_offsets[i + 1]]
+        return self._metas[self._meta_offsets[i]: self._meta_ends[i]]
 
     def ex(self, i: int) -> bytes:
-        return self._exs[self._ex_offsets[i]: self._ex_offsets[i + 1]]
+        return self._exs[self._ex_offsets[i]: self._ex_ends[i]]
 
     def record(self, i: int) -> Record:
         stems = self.stems
@@ -205,92 +211,78 @@ class Snapshot:
         self.untrusted = derived.untrusted
         return True
 
-    def with_delta(self, delta: Snapshot, deps: list[list[str]], removed: list[str],
-                   checksum: bytes) -> Snapshot:
-        """This (full) snapshot with ``delta``'s records in place of its own of the same stem
-        and ``removed`` left out: the delta's records come last, each depending on the
-        records its ``deps`` (stems, in the delta's order) name; ``checksum`` names the
-        result. Costs slices per run of records kept, not work per record (but the
-        dependency indices, mapped in C)."""
+    def with_delta(self, delta: Snapshot, deps: list[list[str]], checksum: bytes) -> Snapshot:
+        """This (full) snapshot with ``delta``'s records: each in place of this one's record
+        of the same stem, or added after them; each depending on the records its ``deps``
+        (stems, in the delta's order) name. ``checksum`` names the result. Costs copies of
+        the columns and work per record of the delta, not per record of this one."""
         stems, count = self.stems, len(self.stems)
-        masked: dict[int, int] = {}  # index here -> index in the result (-1: gone)
-        kept_count = count - sum(1 for stem in (*delta.stems, *removed)
-                                 if _position(stems, stem) is not None)
-        for j, stem in enumerate(delta.stems):
-            if (i := _position(stems, stem)) is not None:
-                masked[i] = kept_count + j
-        for stem in removed:
-            if (i := _position(stems, stem)) is not None:
-                masked[i] = -1
-        runs, start = [], 0
-        for i in sorted(masked):
-            if i > start:
-                runs.append((start, i))
-            start = i + 1
-        if start < count:
-            runs.append((start, count))
         new = Snapshot.__new__(Snapshot)
         new.roots, new.served_roots, new.layers = self.roots, self.served_roots, self.layers
         new.options, new.checksum = self.options, checksum
-        new.base_checksum, new.base_stems, new.delta_start = self.checksum, stems, kept_count
-        new.untrusted = (self.untrusted + delta.untrusted
-                         - sum(1 for i in masked if self.ints[_INTS * i] < 0))
-        new.stems = [*chain.from_iterable(stems[a:b] for a, b in runs), *delta.stems]
-        new.modules = [*chain.from_iterable(self.modules[a:b] for a, b in runs), *delta.modules]
-        new.paths = [*chain.from_iterable(self.paths[a:b] for a, b in runs), *delta.paths]
-        new._keys = b"".join([self._keys[32 * a: 32 * b] for a, b in runs] + [delta._keys])
-        new.ints = array("q")
-        new._text_index = array("I")
-        for a, b in runs:
-            new.ints.extend(self.ints[_INTS * a: _INTS * b])
-            new._text_index.extend(self._text_index[_TEXT_FIELDS * a: _TEXT_FIELDS * b])
-        new.ints.extend(delta.ints)
-        shift = len(self._texts)
+        new.base_checksum, new.base_stems = self.checksum, stems
+        new.stems, new.modules, new.paths = stems[:], self.modules[:], self.paths[:]
+        keys, ints, flags = bytearray(self._keys), self.ints[:], bytearray(self.flags)
         new._texts = self._texts + delta._texts
-        new._text_index.extend(array("I", map(shift.__add__, delta._text_index)))
-        new.flags = b"".join([self.flags[a:b] for a, b in runs] + [delta.flags])
-        new._meta_offsets, new._metas = _spliced(self._meta_offsets, self._metas, runs,
-                                                 delta._meta_offsets, delta._metas)
-        new._ex_offsets, new._exs = _spliced(self._ex_offsets, self._exs, runs,
-                                             delta._ex_offsets, delta._exs)
-        # Dependencies: indices here, mapped to the result's (one gone: left out).
-        mapping = array("q", [-1]) * count
-        at = 0
-        for a, b in runs:
-            mapping[a:b] = array("q", range(at, at + b - a))
-            at += b - a
-        for i, to in masked.items():
-            mapping[i] = to
-        where = {stem: kept_count + j for j, stem in enumerate(delta.stems)}
-        added: list[list[int]] = []
-        for names in deps:
+        text_index, shift = self._text_index[:], len(self._texts)
+        new._metas, new._exs = self._metas + delta._metas, self._exs + delta._exs
+        meta_offsets, meta_ends = self._meta_offsets[:count], self._meta_ends[:]
+        ex_offsets, ex_ends = self._ex_offsets[:count], self._ex_ends[:]
+        dep_offsets, dep_ends, dep_values = self._dep_offsets[:count], self._dep_ends[:], \
+            self._deps[:]
+        metas_at, exs_at = len(self._metas), len(self._exs)
+        # Where each delta record goes: its stem's index here, else after the records.
+        where: dict[str, int] = {}
+        added = count
+        for stem in delta.stems:
+            i = _position(stems, stem)
+            if i is None:
+                i, added = added, added + 1
+            where[stem] = i
+        untrusted = self.untrusted + delta.untrusted
+        for j, stem in enumerate(delta.stems):
+            i = where[stem]
             found = set()
-            for name in names:
-                target = where.get(name)
-                if target is None and (at_base := _position(stems, name)) is not None:
-                    target = mapping[at_base]
-                if target is not None and target >= 0:
+            for name in deps[j]:
+                target = where[name] if name in where else _position(stems, name)
+                if target is not None:
                     found.add(target)
-            added.append(sorted(found))
-        offsets, values, at = array("I", [0]), array("I"), 0
-        dep_offsets = self._dep_offsets
-        for a, b in runs:
-            if removed:  # a dependency may be gone: record by record
-                for i in range(a, b):
-                    kept = [d for d in map(mapping.__getitem__, self.deps(i)) if d >= 0]
-                    values.extend(kept)
-                    at += len(kept)
-                    offsets.append(at)
+            targets = sorted(found)
+            d_meta = (metas_at + delta._meta_offsets[j], metas_at + delta._meta_ends[j])
+            d_ex = (exs_at + delta._ex_offsets[j], exs_at + delta._ex_ends[j])
+            d_deps = (len(dep_values), len(dep_values) + len(targets))
+            dep_values.extend(targets)
+            text = array("I", map(shift.__add__,
+                                  delta._text_index[_TEXT_FIELDS * j: _TEXT_FIELDS * (j + 1)]))
+            if i < count:
+                untrusted -= ints[_INTS * i] < 0
+                new.modules[i], new.paths[i] = delta.modules[j], delta.paths[j]
+                keys[32 * i: 32 * i + 32] = delta._keys[32 * j: 32 * j + 32]
+                ints[_INTS * i: _INTS * i + _INTS] = delta.ints[_INTS * j: _INTS * j + _INTS]
+                text_index[_TEXT_FIELDS * i: _TEXT_FIELDS * i + _TEXT_FIELDS] = text
+                flags[i] = delta.flags[j]
+                meta_offsets[i], meta_ends[i] = d_meta
+                ex_offsets[i], ex_ends[i] = d_ex
+                dep_offsets[i], dep_ends[i] = d_deps
                 continue
-            start = dep_offsets[a]
-            values.extend(array("I", map(mapping.__getitem__, self._deps[start: dep_offsets[b]])))
-            offsets.extend(array("I", map((at - start).__add__, dep_offsets[a + 1: b + 1])))
-            at += dep_offsets[b] - start
-        for ds in added:
-            values.extend(ds)
-            at += len(ds)
-            offsets.append(at)
-        new._dep_offsets, new._deps = offsets, values
+            new.stems.append(stem)
+            new.modules.append(delta.modules[j])
+            new.paths.append(delta.paths[j])
+            keys += delta._keys[32 * j: 32 * j + 32]
+            ints.extend(delta.ints[_INTS * j: _INTS * j + _INTS])
+            text_index.extend(text)
+            flags.append(delta.flags[j])
+            for column, value in ((meta_offsets, d_meta[0]), (meta_ends, d_meta[1]),
+                                  (ex_offsets, d_ex[0]), (ex_ends, d_ex[1]),
+                                  (dep_offsets, d_deps[0]), (dep_ends, d_deps[1])):
+                column.append(value)
+        new.untrusted = untrusted
+        new._keys, new.ints, new.flags, new._text_index = bytes(keys), ints, bytes(flags), \
+            text_index
+        new._meta_offsets, new._meta_ends = meta_offsets, meta_ends
+        new._ex_offsets, new._ex_ends = ex_offsets, ex_ends
+        new._dep_offsets, new._dep_ends, new._deps = dep_offsets, dep_ends, dep_values
+        new.from_delta = frozenset(where.values())
         return new
 
 
@@ -395,20 +387,6 @@ def _position(stems: list[str], stem: str) -> int | None:
     """The index of ``stem`` in ``stems`` (sorted, as :func:`encode` writes them), or None."""
     i = bisect_left(stems, stem)
     return i if i < len(stems) and stems[i] == stem else None
-
-
-def _spliced(offsets: array[int], data: bytes, runs: list[tuple[int, int]],
-             more_offsets: array[int], more: bytes) -> tuple[array[int], bytes]:
-    """The offsets and bytes of the items of ``runs`` (ranges of indices into ``offsets``'
-    items), then all of ``more``'s (see :func:`_offsets`)."""
-    out, pieces, at = array("I", [0]), [], 0
-    for a, b in runs:
-        start = offsets[a]
-        pieces.append(data[start: offsets[b]])
-        out.extend(array("I", map((at - start).__add__, offsets[a + 1: b + 1])))
-        at += offsets[b] - start
-    out.extend(array("I", map(at.__add__, more_offsets[1:])))
-    return out, b"".join([*pieces, more])
 
 
 def _by_stem(record: Record) -> str:

@@ -2,9 +2,10 @@
 rather than the whole snapshot (see :mod:`metastore.mypy.run_snapshot`).
 
 A checkout's snapshot slot holds a full snapshot or a delta: the slot and checksum of a
-full snapshot kept in a slot of its own (named by its checksum, :func:`full_key`), the
-stems of its records that are gone, and the records that are new or replace one of its own
-(with their dependencies by stem). The first delta on a full snapshot moves that snapshot
+full snapshot kept in a slot of its own (named by its checksum, :func:`full_key`) and the
+records that are new or replace one of its own (with their dependencies by stem). A run
+that leaves out one of the full snapshot's records (a module no longer imported) writes a
+full snapshot instead. The first delta on a full snapshot moves that snapshot
 to its own slot; deltas are cumulative - each run writes its delta on the same full
 snapshot, never a delta on a delta - so reading costs one full decode plus one small one,
 however many runs wrote, and a run that finds a full snapshot in the checkout's slot reads
@@ -30,7 +31,7 @@ from metastore.mypy import run_snapshot
 MAGIC = b"mypy-metastore run snapshot delta 2\n"
 _LENGTH = struct.Struct("<I")
 _DIGEST = 32
-#: A delta is written while it holds at most this many records and gone stems, or this
+#: A delta is written while it holds at most this many records, or this
 #: fraction of the full snapshot's records if that is more; past it, a full snapshot.
 MIN_RECORDS = 64
 FRACTION = 8
@@ -42,26 +43,24 @@ def full_key(checksum: bytes) -> bytes:
 
 
 def compact(changed: int, full: int) -> bool:
-    """True if a delta of ``changed`` records and gone stems on a full snapshot of ``full``
-    records is too big: write a full snapshot instead."""
+    """True if a delta of ``changed`` records on a full snapshot of ``full`` records is too
+    big: write a full snapshot instead."""
     return changed > max(MIN_RECORDS, full // FRACTION)
 
 
 class Delta:
     """A decoded delta: ``base_key`` and ``base_checksum`` name the full snapshot it applies
-    to, ``checksum`` names the result, ``removed`` the full snapshot's stems that are gone,
-    ``records`` the new and replacing records (a :class:`run_snapshot.Snapshot` of their own)
-    and ``deps`` their dependencies (stems), in ``records``' order."""
+    to, ``checksum`` names the result, ``records`` the new and replacing records (a
+    :class:`run_snapshot.Snapshot` of their own) and ``deps`` their dependencies (stems),
+    in ``records``' order."""
 
-    __slots__ = ("base_key", "base_checksum", "checksum", "removed", "records", "deps")
+    __slots__ = ("base_key", "base_checksum", "checksum", "records", "deps")
 
     def __init__(self, base_key: bytes, base_checksum: bytes, checksum: bytes,
-                 removed: list[str], records: run_snapshot.Snapshot,
-                 deps: list[list[str]]) -> None:
+                 records: run_snapshot.Snapshot, deps: list[list[str]]) -> None:
         self.base_key = base_key
         self.base_checksum = base_checksum
         self.checksum = checksum
-        self.removed = removed
         self.records = records
         self.deps = deps
 
@@ -69,23 +68,21 @@ class Delta:
         """``full`` with this delta, or None if the delta is not on that snapshot or was
         recorded with other roots, layers or options."""
         records = self.records
-        if (full.checksum != self.base_checksum or full.delta_start != len(full)
+        if (full.checksum != self.base_checksum or full.from_delta
                 or records.roots != full.roots or records.layers != full.layers
                 or records.options != full.options):
             return None
-        return full.with_delta(records, self.deps, self.removed, self.checksum)
+        return full.with_delta(records, self.deps, self.checksum)
 
 
 def encode(base_checksum: bytes, roots: Mapping[str, str], layers: str,
-           records: Iterable[run_snapshot.Record], removed: Iterable[str], *,
-           options: str = "") -> bytes:
-    """Deterministic bytes for the delta of ``records`` and ``removed`` on the full snapshot
-    with checksum ``base_checksum`` (kept in slot :func:`full_key` of it)."""
+           records: Iterable[run_snapshot.Record], *, options: str = "") -> bytes:
+    """Deterministic bytes for the delta of ``records`` on the full snapshot with checksum
+    ``base_checksum`` (kept in slot :func:`full_key` of it)."""
     base_key = full_key(base_checksum)
     ordered = sorted(records, key=lambda r: r.stem)
     inner = run_snapshot.encode(roots, layers, ordered, options=options)
-    header = json.dumps({"removed": sorted(set(removed)),
-                         "deps": [sorted(set(r.deps)) for r in ordered]},
+    header = json.dumps({"deps": [sorted(set(r.deps)) for r in ordered]},
                         separators=(",", ":")).encode()
     body = b"".join([base_key, base_checksum, _LENGTH.pack(len(header)), header, inner])
     return MAGIC + blake3.blake3(body).digest() + body
@@ -107,18 +104,14 @@ def decode(data: bytes) -> Delta | None:
         (length,) = _LENGTH.unpack_from(data, at)
         at += _LENGTH.size
         header = json.loads(data[at: at + length])
-        removed, deps = header["removed"], header["deps"]
+        deps = header["deps"]
         records = run_snapshot.decode(data[at + length:])
         if (records is None or base_key != full_key(base_checksum)
-                or type(removed) is not list
                 or type(deps) is not list or len(deps) != len(records)
-                or not all(type(s) is str for s in removed)
                 or not all(type(ds) is list and all(type(d) is str for d in ds)
                            for ds in deps)
-                or len(set(removed)) != len(removed)
-                or len(set(records.stems)) != len(records)
-                or not set(removed).isdisjoint(records.stems)):
+                or len(set(records.stems)) != len(records)):
             return None
-        return Delta(base_key, base_checksum, checksum, removed, records, deps)
+        return Delta(base_key, base_checksum, checksum, records, deps)
     except (ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error):
         return None

@@ -445,9 +445,9 @@ class Snapshots(Choosing):
         :mod:`metastore.mypy.snapshot_delta`) in place of a whole new snapshot ([] if it is
         the one read), with the full snapshot it is on moved to a slot of its own if this
         is the first delta on it; None if a full snapshot is to be written: the snapshot
-        read is not this checkout's, it was recorded with other roots, layers or options, or
-        the delta would be too big. Records served as they were recorded are not built
-        again."""
+        read is not this checkout's, it was recorded with other roots, layers or options, a
+        record of the full snapshot is left out, or the delta would be too big. Records
+        served as they were recorded are not built again."""
         snapshot, roots, head = self._snapshot, view.roots(), self._snapshot_read
         if (snapshot is None or head is None or self._snapshot_base != here
                 or snapshot.roots != root_paths(roots)
@@ -461,19 +461,19 @@ class Snapshots(Choosing):
         redone = self._published_units.keys() | self._published_seq.keys() \
             | self._worker_unpublished
         unchanged = (self._as_recorded & self._asked & self._from_snapshot) - redone
-        index, start = self._snapshot_index(), snapshot.delta_start
-        records = [snapshot.record(i) for stem in unchanged if (i := index[stem]) >= start]
+        index, from_delta = self._snapshot_index(), snapshot.from_delta
+        records = [snapshot.record(i) for stem in unchanged if (i := index[stem]) in from_delta]
         records += [record for stem in self._asked - unchanged
                     if (record := self._record_of(stem, view)) is not None]
         kept = unchanged.union(record.stem for record in records)
-        removed = [stem for stem in snapshot.base_stems if stem not in kept]
+        gone = sum(1 for stem in snapshot.base_stems if stem not in kept)
         if DEBUG:
-            debug(f"snapshot delta: {len(records)} records, {len(removed)} gone, "
+            debug(f"snapshot delta: {len(records)} records, {gone} gone, "
                   f"{len(unchanged)} as recorded")
-        if snapshot_delta.compact(len(records) + len(removed), len(snapshot.base_stems)):
-            return None
+        if gone or snapshot_delta.compact(len(records), len(snapshot.base_stems)):
+            return None  # a delta only adds and replaces records
         data = snapshot_delta.encode(snapshot.base_checksum, snapshot.roots, snapshot.layers,
-                                     records, removed, options=snapshot.options)
+                                     records, options=snapshot.options)
         if data == head:
             return []
         self._snapshot_read = data

@@ -39,7 +39,8 @@ class Layer:
         self._pid = os.getpid()
         self._conn: apsw.Connection | None = None
         #: None until :meth:`write` runs; then True while every write of this connection
-        #: was bookkeeping only (counters, last-use times): see :meth:`close`.
+        #: was bookkeeping only (counters, last-use times) or copies of what another tier
+        #: holds: see :meth:`close`.
         self._bookkeeping_only: bool | None = None
         #: The directory this open created for the top (it did not exist), else None.
         self.created_dir: str | None = None
@@ -200,11 +201,12 @@ class Layer:
         """Close the connection.  The last connection to close normally checkpoints the WAL
         into the file and deletes it, which costs fsyncs of the WAL, the file and the
         directory (1.5-10 ms on this machine; a warm run of a small project takes 100 ms).
-        A connection whose only writes were bookkeeping (a warm run adds its counters)
-        skips that: its commits stay in the WAL (as durable as in the file, read by every
-        connection), the next connection that writes results or SQLite's auto-checkpoint
-        (at 1000 WAL pages) moves them into the file.  Copying the file alone without its
-        ``-wal`` can then miss those counters, never an entry."""
+        A connection whose only writes were bookkeeping (a warm run adds its counters) or
+        copies of what a remote tier holds (``recoverable`` writes) skips that: its
+        commits stay in the WAL (as durable as in the file, read by every connection), the
+        next connection that writes results or SQLite's auto-checkpoint (at 1000 WAL
+        pages) moves them into the file.  Copying the file alone without its ``-wal`` can
+        then miss those counters and copies, never an entry only this store holds."""
         if self._conn is not None:
             conn, self._conn = self._conn, None
             with contextlib.suppress(apsw.Error):
@@ -368,17 +370,19 @@ class Layer:
               check_refs: Sequence[bytes], touch: Sequence[int] = (),
               touch_slots: Sequence[bytes] = (),
               copies: Sequence[tuple[str, bytes, bytes, bytes]] = (),
-              copy_blobs: Mapping[bytes, bytes] = {}) -> int:
+              copy_blobs: Mapping[bytes, bytes] = {}, recoverable: bool = False) -> int:
         """Insert everything in ONE transaction; return the bytes of newly stored blobs.
 
         *touch*: seqs of entries of this layer that were used, *touch_slots*: keys of its
         slots that were (last-use times are updated if older than TOUCH_GRAIN_S).
         *copies*: entries copied from a base with their *copy_blobs* (counted in the
         ``copied`` counter, not in the bytes returned).
+        *recoverable*: everything written is also held by another tier (a remote), so it
+        need not reach the file before the connection closes (see :meth:`close`).
         Raises ValueError (nothing written) if one of *check_refs* is neither in *blobs* nor
         already in this layer.
         """
-        bookkeeping = not (blobs or entries or slots or copies)
+        bookkeeping = recoverable or not (blobs or entries or slots or copies)
         self._bookkeeping_only = bookkeeping and self._bookkeeping_only is not False
 
         def txn() -> int:

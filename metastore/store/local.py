@@ -176,7 +176,7 @@ class Store:
     def put(self, *, entries: Sequence[tuple[str, bytes, bytes, Sequence[bytes]]] = (),
             blobs: Iterable[bytes] = (), slots: Sequence[slot_rows.SlotRow] = (),
             counters: Mapping[str, int] = {}, used: Iterable[tuple[int, int]] = (),
-            used_slots: Iterable[bytes] = ()) -> int:
+            used_slots: Iterable[bytes] = (), recoverable: bool = False) -> int:
         """Write to the top in ONE short transaction; return the bytes of new blobs.
 
         entries are (label, key, value, refs); refs are digests of blobs the entry needs.
@@ -187,7 +187,9 @@ class Store:
         the top's get a coarse last-use time (bases are never written); with ``copy_hits``,
         base entries are copied into the top with their blobs.  *used_slots*: keys of slots
         read since the last put: the top's get a coarse last-use time too (slots and entries
-        share one LRU).  Afterwards, if the top
+        share one LRU).  *recoverable*: what is written is also held by a remote tier
+        (then the close-time checkpoint is left to a later writer: see
+        :meth:`metastore.store.layer.Layer.close`).  Afterwards, if the top
         exceeds ``max_size``, it is trimmed for at most TRIM_BUDGET_S (the rest is left to
         later puts; trimming problems are left to them too).
         Raises ValueError (nothing written) if a ref is neither in *blobs* nor in a layer;
@@ -216,7 +218,8 @@ class Store:
             copies, copy_blobs = self._copies(used) if self.copy_hits else ([], {})
             written = self._top.write(by_digest, rows, slots, counters, sorted(needed),
                                       touch=touch, copies=copies, copy_blobs=copy_blobs,
-                                      touch_slots=sorted(set(used_slots)))
+                                      touch_slots=sorted(set(used_slots)),
+                                      recoverable=recoverable and not copies)
             if self.max_size > 0:
                 with contextlib.suppress(StoreError):
                     self.trim(self.max_size, budget_s=TRIM_BUDGET_S)

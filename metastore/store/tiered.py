@@ -183,7 +183,8 @@ class TieredStore:
         if not usable:
             return result
         try:
-            self.local.put(entries=usable, blobs=[blobs[r] for r in refs if r in blobs])
+            self.local.put(entries=usable, blobs=[blobs[r] for r in refs if r in blobs],
+                           recoverable=True)
         except (StoreError, ValueError) as e:
             self._report(f"{e}; remote results not saved locally")
             return result
@@ -244,7 +245,7 @@ class TieredStore:
             fetched.append((key, mtime, data))
         if fetched:
             try:
-                self.local.put(slots=fetched)
+                self.local.put(slots=fetched, recoverable=True)
             except StoreError as e:
                 self._report(f"{e}; remote results not saved locally")
         return found
@@ -255,15 +256,16 @@ class TieredStore:
             blobs: Iterable[bytes] = (), slots: Sequence[SlotRow] = (),
             counters: Mapping[str, int] = {}, used: Iterable[tuple[int, int]] = (),
             used_slots: Iterable[bytes] = ()) -> int:
-        """:meth:`Store.put` on L1, then the entries and slots pushed to the remote (a slot's
-        kind label stays in L1: the remote's slots are read back with the default kind)."""
+        """The entries and slots pushed to the remote, then :meth:`Store.put` on L1 -
+        recoverable if the push succeeded (a slot's kind label stays in L1: the remote's
+        slots are read back with the default kind)."""
         blobs = list(blobs)
-        written = self.local.put(entries=entries, blobs=blobs, slots=slots, counters=counters,
-                                 used=used, used_slots=used_slots)
+        pushed = False
         if self.remote is not None and not self.read_only and (entries or slots):
-            self.push(entries=entries, blobs=blobs,
-                      slots=[(row[0], row[1], row[2]) for row in slots])
-        return written
+            pushed = self.push(entries=entries, blobs=blobs,
+                               slots=[(row[0], row[1], row[2]) for row in slots])
+        return self.local.put(entries=entries, blobs=blobs, slots=slots, counters=counters,
+                              used=used, used_slots=used_slots, recoverable=pushed)
 
     def push(self, *, entries: Sequence[tuple[str, bytes, bytes, Sequence[bytes]]],
              blobs: Sequence[bytes] = (), slots: Sequence[tuple[bytes, float, bytes]] = ()
