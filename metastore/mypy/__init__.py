@@ -5,9 +5,11 @@
   :mod:`metastore.mypy.state`): :mod:`~metastore.mypy.workers` (parallel builds),
   :mod:`~metastore.mypy.reading` (entries as served), :mod:`~metastore.mypy.choosing`
   (candidates and consistent choice), :mod:`~metastore.mypy.snapshots` (the run snapshot in
-  use), :mod:`~metastore.mypy.publishing` (units from mypy's writes);
+  use), :mod:`~metastore.mypy.recording` (the run snapshot written),
+  :mod:`~metastore.mypy.publishing` (units from mypy's writes);
 - :mod:`metastore.mypy.selection`: the constraint solver choosing units as one set (pure);
-- :mod:`metastore.mypy.run_snapshot`: the run snapshot's encoding (pure);
+- :mod:`metastore.mypy.run_snapshot`, :mod:`~metastore.mypy.snapshot_delta`: the run
+  snapshot's encoding, and deltas on it (pure);
 - :mod:`metastore.mypy.units`, :mod:`~metastore.mypy.stats`: values and counters;
 - :mod:`metastore.mypy.cache_codec`, :mod:`~metastore.mypy.view`, :mod:`~metastore.mypy.paths`,
   :mod:`~metastore.mypy.source_files`, :mod:`~metastore.mypy.compat`: mypy's cache formats,

@@ -8,7 +8,7 @@ from typing import Any
 
 from metastore.mypy.cache_codec import DATA_MTIME
 from metastore.mypy.slot_kinds import MYPY_GLOBAL, PREVIOUS_UNIT, SOURCE_MEMO
-from metastore.mypy.snapshots import Snapshots
+from metastore.mypy.recording import Recording
 from metastore.mypy.source_files import SourceFile
 from metastore.mypy.state import PUBLISH_INTERVAL_S
 from metastore.mypy.units import Manifest, Published, options_key, stem_for
@@ -16,7 +16,7 @@ from metastore.store.api import StoreError, digest
 from metastore.store.api import now as clock
 
 
-class Publishing(Snapshots):
+class Publishing(Recording):
     """Units published from this run's writes."""
 
     def _commit(self, *, force: bool) -> None:
