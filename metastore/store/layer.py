@@ -39,8 +39,7 @@ class Layer:
         self._pid = os.getpid()
         self._conn: apsw.Connection | None = None
         #: None until :meth:`write` runs; then True while every write of this connection
-        #: was bookkeeping only (counters, last-use times) or copies of what another tier
-        #: holds: see :meth:`close`.
+        #: was bookkeeping only or recoverable: see :meth:`close`.
         self._bookkeeping_only: bool | None = None
         #: The directory this open created for the top (it did not exist), else None.
         self.created_dir: str | None = None
@@ -377,8 +376,7 @@ class Layer:
         slots that were (last-use times are updated if older than TOUCH_GRAIN_S).
         *copies*: entries copied from a base with their *copy_blobs* (counted in the
         ``copied`` counter, not in the bytes returned).
-        *recoverable*: everything written is also held by another tier (a remote), so it
-        need not reach the file before the connection closes (see :meth:`close`).
+        *recoverable*: all of it is held by another tier too (see :meth:`close`).
         Raises ValueError (nothing written) if one of *check_refs* is neither in *blobs* nor
         already in this layer.
         """
