@@ -239,6 +239,17 @@ class Snapshot:
             if i is None:
                 i, added = added, added + 1
             where[stem] = i
+        # Records added get their places after this one's, then are written as replaced.
+        extra = added - count
+        new.stems += [stem for stem in delta.stems if where[stem] >= count]
+        new.modules += [""] * extra
+        new.paths += [""] * extra
+        keys += bytes(32 * extra)
+        ints.extend([0] * (_INTS * extra))
+        text_index.extend([0] * (_TEXT_FIELDS * extra))
+        flags += bytes(extra)
+        for column in (meta_offsets, meta_ends, ex_offsets, ex_ends, dep_offsets, dep_ends):
+            column.extend([0] * extra)
         untrusted = self.untrusted + delta.untrusted
         for j, stem in enumerate(delta.stems):
             i = where[stem]
@@ -247,35 +258,19 @@ class Snapshot:
                 target = where[name] if name in where else _position(stems, name)
                 if target is not None:
                     found.add(target)
-            targets = sorted(found)
-            d_meta = (metas_at + delta._meta_offsets[j], metas_at + delta._meta_ends[j])
-            d_ex = (exs_at + delta._ex_offsets[j], exs_at + delta._ex_ends[j])
-            d_deps = (len(dep_values), len(dep_values) + len(targets))
-            dep_values.extend(targets)
-            text = array("I", map(shift.__add__,
-                                  delta._text_index[_TEXT_FIELDS * j: _TEXT_FIELDS * (j + 1)]))
-            if i < count:
-                untrusted -= ints[_INTS * i] < 0
-                new.modules[i], new.paths[i] = delta.modules[j], delta.paths[j]
-                keys[32 * i: 32 * i + 32] = delta._keys[32 * j: 32 * j + 32]
-                ints[_INTS * i: _INTS * i + _INTS] = delta.ints[_INTS * j: _INTS * j + _INTS]
-                text_index[_TEXT_FIELDS * i: _TEXT_FIELDS * i + _TEXT_FIELDS] = text
-                flags[i] = delta.flags[j]
-                meta_offsets[i], meta_ends[i] = d_meta
-                ex_offsets[i], ex_ends[i] = d_ex
-                dep_offsets[i], dep_ends[i] = d_deps
-                continue
-            new.stems.append(stem)
-            new.modules.append(delta.modules[j])
-            new.paths.append(delta.paths[j])
-            keys += delta._keys[32 * j: 32 * j + 32]
-            ints.extend(delta.ints[_INTS * j: _INTS * j + _INTS])
-            text_index.extend(text)
-            flags.append(delta.flags[j])
-            for column, value in ((meta_offsets, d_meta[0]), (meta_ends, d_meta[1]),
-                                  (ex_offsets, d_ex[0]), (ex_ends, d_ex[1]),
-                                  (dep_offsets, d_deps[0]), (dep_ends, d_deps[1])):
-                column.append(value)
+            untrusted -= ints[_INTS * i] < 0  # the record replaced (none: zeros)
+            new.modules[i], new.paths[i] = delta.modules[j], delta.paths[j]
+            keys[32 * i: 32 * i + 32] = delta._keys[32 * j: 32 * j + 32]
+            ints[_INTS * i: _INTS * i + _INTS] = delta.ints[_INTS * j: _INTS * j + _INTS]
+            text_index[_TEXT_FIELDS * i: _TEXT_FIELDS * (i + 1)] = array("I", map(
+                shift.__add__, delta._text_index[_TEXT_FIELDS * j: _TEXT_FIELDS * (j + 1)]))
+            flags[i] = delta.flags[j]
+            meta_offsets[i] = metas_at + delta._meta_offsets[j]
+            meta_ends[i] = metas_at + delta._meta_ends[j]
+            ex_offsets[i], ex_ends[i] = exs_at + delta._ex_offsets[j], exs_at + delta._ex_ends[j]
+            dep_offsets[i] = len(dep_values)
+            dep_values.extend(sorted(found))
+            dep_ends[i] = len(dep_values)
         new.untrusted = untrusted
         new._keys, new.ints, new.flags, new._text_index = bytes(keys), ints, bytes(flags), \
             text_index

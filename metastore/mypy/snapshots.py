@@ -222,10 +222,8 @@ class Snapshots(Choosing):
         parts, data_names = self._image_parts, self._image_data
         served = {stem: [(name, parts[name]) for name in self._part_names(stem)
                          if name in parts] for stem in records}
-        as_recorded = set(self._as_recorded)
         self._offers.clear()
         self._from_snapshot.clear()
-        self._as_recorded.clear()
         parts.clear()
         data_names.clear()
         self._image_stems.clear()
@@ -239,12 +237,11 @@ class Snapshots(Choosing):
                 continue
             self._offers[stem] = record
             self._from_snapshot.add(stem)
-            if stem in as_recorded:
-                self._as_recorded.add(stem)
             if served[stem]:
                 parts.update(served[stem])
                 data_names.add(self._part_names(stem)[1])
                 self._image_stems.add(stem)
+        self._as_recorded &= self._from_snapshot  # the records kept, served as before
         if DEBUG:
             debug(f"snapshot reconciled: {len(self._from_snapshot)} of {len(records)} "
                   f"records kept")
