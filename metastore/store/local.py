@@ -124,25 +124,23 @@ class Store:
         """Return those of *digests* present in some layer, and intact in a layer that
         verifies blobs (there the data is read and checked, then dropped; a damaged blob is
         looked for in the layers below, as :meth:`get_blobs` does)."""
-        wanted = list(dict.fromkeys(digests))
-        found: set[bytes] = set()
-        with self._lock:
-            for _, layer in self._layers:
-                if not wanted:
-                    break
-                found |= layer.intact(wanted)
-                wanted = [d for d in wanted if d not in found]
-        return found
+        return self._in_some_layer(digests, Layer.intact)
 
     def have_blobs(self, digests: Sequence[bytes]) -> set[bytes]:
         """Return those of *digests* present in some layer (no blob data is read)."""
+        return self._in_some_layer(digests, Layer.have_blobs)
+
+    def _in_some_layer(self, digests: Sequence[bytes],
+                       per_layer: Callable[[Layer, Sequence[bytes]], set[bytes]]) -> set[bytes]:
+        """Those of *digests* that *per_layer* finds in some layer, asking each layer (top
+        first) only for those not found above it."""
         wanted = list(dict.fromkeys(digests))
         found: set[bytes] = set()
         with self._lock:
             for _, layer in self._layers:
                 if not wanted:
                     break
-                found |= layer.have_blobs(wanted)
+                found |= per_layer(layer, wanted)
                 wanted = [d for d in wanted if d not in found]
         return found
 
