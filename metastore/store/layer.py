@@ -265,12 +265,25 @@ class Layer:
 
     def _blobs(self, digests: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
         """(digest, data) of those of *digests* present in this layer and, when verifying,
-        intact (one query per 500 digests; run it inside :meth:`run`)."""
+        intact; run it inside :meth:`run`.
+
+        The rows are found through the digest index first and then read in rowid order:
+        digests are random, so reading by digest visits the table's pages in random order
+        (twice the time for 10,000 blobs, each page read again once the page cache has
+        dropped it); in rowid order each page is read once.  A row deleted and its rowid
+        reused in between is told apart by its digest."""
+        wanted = set(digests)
+        rowids: list[int] = []
         for chunk in _chunks(digests):
-            sql = f"SELECT digest, data FROM blobs WHERE digest IN ({_marks(len(chunk))})"
-            for raw, raw_data in self.conn.execute(sql, chunk):
+            sql = f"SELECT rowid FROM blobs WHERE digest IN ({_marks(len(chunk))})"
+            rowids.extend(int(row[0]) for row in self.conn.execute(sql, chunk))
+        rowids.sort()
+        for ids in _chunks(rowids):
+            sql = f"SELECT digest, data FROM blobs WHERE rowid IN ({_marks(len(ids))})"
+            for raw, raw_data in self.conn.execute(sql, ids):
                 blob_digest, data = bytes(raw), bytes(raw_data)
-                if not self.verify or self._intact(blob_digest, data):
+                if blob_digest in wanted and (not self.verify
+                                              or self._intact(blob_digest, data)):
                     yield blob_digest, data
 
     def _intact(self, blob_digest: bytes, data: bytes) -> bool:
