@@ -242,11 +242,29 @@ class _Run:
                 pass
 
 
+#: What mypy's statements ask (see :meth:`ShimConnection.execute`), by statement text:
+#: mypy runs a handful of fixed statements tens of thousands of times per build.
+_DATA, _MTIME, _INSERT, _PATHS, _OTHER = "data", "mtime", "insert", "paths", "other"
+_VERBS: dict[str, str] = {}
+
+
+def _verb(sql: str) -> str:
+    """What ``sql`` (one of mypy's cache statements) asks."""
+    head = sql.lstrip()[:24].upper()
+    for prefix, verb in (("SELECT DATA", _DATA), ("SELECT MTIME", _MTIME),
+                         ("INSERT", _INSERT), ("SELECT PATH", _PATHS)):
+        if head.startswith(prefix):
+            return verb
+    return _OTHER
+
+
 class ShimCursor:
     """The result of one statement: what mypy calls ``fetchall`` on or iterates."""
 
-    def __init__(self, rows: Sequence[tuple[Any, ...]] = ()) -> None:
-        self._rows = list(rows)
+    __slots__ = ("_rows",)
+
+    def __init__(self, rows: list[tuple[Any, ...]] | None = None) -> None:
+        self._rows = [] if rows is None else rows
 
     def fetchall(self) -> list[tuple[Any, ...]]:
         return self._rows
@@ -275,27 +293,27 @@ class ShimConnection:
         store = self._run.store
         if store is None:
             return ShimCursor()
-        verb = sql.lstrip()[:24].upper()
+        verb = _VERBS.get(sql) or _VERBS.setdefault(sql, _verb(sql))
         try:
-            if verb.startswith("SELECT MTIME"):
-                mtime = store.getmtime(params[0])
-                return ShimCursor([] if mtime is None else [(float(mtime),)])
-            if verb.startswith("SELECT DATA"):
+            if verb is _DATA:
                 data = store.read(params[0])
-                return ShimCursor([] if data is None else [(data,)])
-            if verb.startswith("INSERT"):
+                return ShimCursor(None if data is None else [(data,)])
+            if verb is _MTIME:
+                mtime = store.getmtime(params[0])
+                return ShimCursor(None if mtime is None else [(float(mtime),)])
+            if verb is _INSERT:
                 name, mtime, data = params
                 if not store.write(name, bytes(data), mtime):
                     raise sqlite3.OperationalError(f"cannot write {name}")
                 return ShimCursor()
-            if verb.startswith("SELECT PATH"):
+            if verb is _PATHS:
                 return ShimCursor([(name,) for name in store.names()])
             return ShimCursor()  # PRAGMA, CREATE, DELETE (mypy <= 1.18 only)
         except sqlite3.OperationalError:
             raise
         except Exception as e:
             report_once(f"internal error ({e!r}); treating the entry as missing")
-            if verb.startswith("INSERT"):
+            if verb is _INSERT:
                 raise sqlite3.OperationalError(str(e)) from None
             return ShimCursor()
 
