@@ -64,10 +64,34 @@ def machine_one(h: Harness, tmp_path: Path, env: dict[str, str]) -> Path:
     return proj
 
 
+def slot_keys(store: Path) -> dict[str, list[bytes]]:
+    """The slot keys of a store file, by kind."""
+    with sqlite3.connect(f"file:{store}?mode=ro", uri=True) as db:
+        rows = db.execute("SELECT kind, key FROM slots").fetchall()
+    db.close()
+    by_kind: dict[str, list[bytes]] = {}
+    for kind, key in rows:
+        by_kind.setdefault(kind, []).append(bytes(key))
+    return by_kind
+
+
 def test_second_machine_rechecks_nothing(harness: Harness, tmp_path: Path, remote: str) -> None:
     h = harness
     env = {"MYPY_METASTORE_REMOTE": remote, "MYPY_METASTORE_REMOTE_KEY": "team secret"}
     proj = machine_one(h, tmp_path, env)
+
+    # Source memos (path, inode, ctime: of use on this machine only) stayed in L1; the run
+    # snapshot went to the remote.
+    from metastore.store.tier import open_tier
+
+    kinds = slot_keys(tmp_path / "m1" / "store.db")
+    tier = open_tier(remote, timeout=5)
+    try:
+        assert kinds.get("source-memo") and kinds.get("run-snapshot"), kinds.keys()
+        assert tier.get_slots(kinds["source-memo"]) == {}
+        assert set(tier.get_slots(kinds["run-snapshot"])) == set(kinds["run-snapshot"])
+    finally:
+        tier.close()
 
     checkout = tmp_path / "m2" / "elsewhere" / "proj"
     gen.copy_tree(proj, checkout)

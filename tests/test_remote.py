@@ -197,6 +197,25 @@ def test_only_what_the_remote_lacks_is_checkpointed_at_close(tmp_path: Path) -> 
     again.close()
 
 
+def test_slots_of_a_local_kind_stay_in_l1(tmp_path: Path) -> None:
+    """Slots of a local kind (facts about this machine's files) are neither pushed nor asked
+    of the remote; a put holding one is not left to the remote (it reaches L1's file)."""
+    tier = FakeTier()
+    store = TieredStore(Store(str(tmp_path / "a.db")), tier, url="redis://h",
+                        local_kinds=frozenset({"memo"}))
+    shared, local = b"s" * 32, b"m" * 32
+    store.put(slots=[(shared, 2.0, b"shared", "snapshot"), (local, 2.0, b"local", "memo")])
+    assert set(tier.slots) == {shared}
+    store.put(slots=[(b"n" * 32, 2.0, b"local too", "memo")])
+    assert set(tier.slots) == {shared} and tier.calls == 1  # nothing to push: no call
+    tier.slots[b"r" * 32] = encode_slot(b"r" * 32, 1.0, b"remote", None)
+    assert store.get_slots([local, b"r" * 32], kind="memo") == {local: (2.0, b"local")}
+    assert tier.calls == 1
+    assert store.get_slots([b"r" * 32]) == {b"r" * 32: (1.0, b"remote")}
+    store.close()
+    assert _wal_bytes(tmp_path / "a.db") == 0
+
+
 @pytest.mark.parametrize("server", [redis_server, nginx_webdav])
 def test_real_tiers(tmp_path: Path, server: object) -> None:
     with server(tmp_path) as url:  # type: ignore[operator]
@@ -265,8 +284,9 @@ def test_push_then_pull(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         monkeypatch.delenv(name, raising=False)
     a = Store(str(tmp_path / "a.db"))
     blobs = [b"blob %d" % i for i in range(700)]
+    # A source memo (a fact about this machine's files) is not pushed.
     a.put(entries=[("lbl", digest(b), b"v", [digest(b)]) for b in blobs], blobs=blobs,
-          slots=[(KEY, 3.0, b"slot")])
+          slots=[(KEY, 3.0, b"slot"), (b"m" * 32, 3.0, b"memo", "source-memo")])
     a.close()
     with redis_server(tmp_path / "srv") as url:
         monkeypatch.setenv("MYPY_METASTORE_REMOTE", url)
@@ -278,6 +298,7 @@ def test_push_then_pull(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
     b = Store(str(tmp_path / "b.db"))
     assert all(b.lookup([digest(x)])[digest(x)] for x in blobs[::50])
     assert b.get_blob(digest(blobs[3])) == blobs[3] and b.get_slot(KEY) == (3.0, b"slot")
+    assert b.get_slot(b"m" * 32) is None
     counters = b.stats()[0].counters
     assert counters.get("remote_hits", 0) >= 700
     b.close()

@@ -24,6 +24,11 @@ PREVIOUS_UNIT = "previous-unit"
 #: mypy's own global entries (fine-grained dependencies), kept as they were written.
 MYPY_GLOBAL = "mypy-global"
 
+#: Kinds that hold facts about this machine's files (a memo is keyed by absolute path and
+#: holds the file's inode and ctime): another machine can never use them, so a remote tier
+#: is neither given them nor asked for them.
+LOCAL_KINDS = frozenset({SOURCE_MEMO})
+
 
 def dead(kind: str, data: bytes, has_slot: Callable[[bytes], bool],
          has_entry: Callable[[bytes], bool], has_blobs: Callable[[Sequence[bytes]], bool],

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from metastore.mypy import run_snapshot
 from metastore.mypy.cache_codec import Codec
+from metastore.mypy.slot_kinds import SOURCE_MEMO
 from metastore.mypy.source_files import SourceKeys
 from metastore.mypy.stats import RunStats
 from metastore.mypy.units import Candidates, Offer, Published, stem_for
@@ -26,7 +27,8 @@ if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker
         def get_blob(self, digest: bytes) -> bytes | None: ...
         def get_blobs(self, digests: Sequence[bytes]) -> dict[bytes, bytes]: ...
         def get_slot(self, key: bytes) -> tuple[float, bytes] | None: ...
-        def get_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]: ...
+        def get_slots(self, keys: Sequence[bytes], *, kind: str = ...
+                      ) -> dict[bytes, tuple[float, bytes]]: ...
         def intact_blobs(self, digests: Sequence[bytes]) -> set[bytes]: ...
         @property
         def base_paths(self) -> tuple[str, ...]: ...
@@ -275,7 +277,7 @@ class StoreState:
     def _memo_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]:
         if self.backend is None:
             return {}
-        found = self.backend.get_slots(keys)
+        found = self.backend.get_slots(keys, kind=SOURCE_MEMO)
         self._touch_slots(found)
         return found
 

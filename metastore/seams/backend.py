@@ -31,6 +31,7 @@ def open_backend(config: Config, report: Callable[[str], None], *,
     url = config.remote.value
     if not url:
         return local
+    from metastore.mypy.slot_kinds import LOCAL_KINDS
     from metastore.store.tier import RemoteError, mask_url, open_tier
     from metastore.store.tiered import TieredStore
 
@@ -40,7 +41,8 @@ def open_backend(config: Config, report: Callable[[str], None], *,
         report(f"remote {mask_url(url)}: {e}; running without the remote")
         return local
     return TieredStore(local, tier, url=url, read_only=config.remote_read_only.value,
-                       secret=config.remote_key.value.encode() or None, report=report)
+                       secret=config.remote_key.value.encode() or None, report=report,
+                       local_kinds=LOCAL_KINDS)
 
 
 def remote_line(backend: object) -> str:

@@ -153,9 +153,11 @@ class Store:
                     return slot
         return None
 
-    def get_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]:
+    def get_slots(self, keys: Sequence[bytes], *, kind: str = ""
+                  ) -> dict[bytes, tuple[float, bytes]]:
         """Return {key: (mtime, data)} for those of *keys* found in any layer (top first,
-        then bases in order); one query per layer per 500 keys."""
+        then bases in order); one query per layer per 500 keys.  *kind*, the kind of the
+        slots asked for, matters only to a tiered store (local kinds stay local)."""
         return self._first_found(keys, Layer.get_slots)
 
     def _first_found(self, keys: Sequence[bytes],

@@ -20,8 +20,8 @@ BATCH = 500
 
 def push_all(store: TieredStore, progress: Callable[[int, int], None] | None = None
              ) -> tuple[int, int]:
-    """Push every entry and slot of the top; (entries, slots) pushed. Raises
-    RuntimeError (one line) if the remote failed."""
+    """Push every entry and slot of the top (but slots of the store's local kinds); (entries,
+    slots) pushed. Raises RuntimeError (one line) if the remote failed."""
     top: Layer | None = store.top
     if top is None:
         return 0, 0
@@ -49,7 +49,8 @@ def push_all(store: TieredStore, progress: Callable[[int, int], None] | None = N
 
     def slots() -> list[tuple[bytes, float, bytes]]:
         return [(bytes(k), float(m), bytes(d))
-                for k, m, d in top.conn.execute("SELECT key, mtime, data FROM slots")]
+                for k, m, d, kind in top.conn.execute("SELECT key, mtime, data, kind FROM slots")
+                if kind not in store.local_kinds]
 
     all_slots = top.run(slots)
     for start in range(0, len(all_slots), BATCH):

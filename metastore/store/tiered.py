@@ -9,11 +9,13 @@
 - *Write-back*: what a run puts into L1 (entries with their blobs, slots; not counters) is
   pushed to the remote in the same call, before ``put`` returns (mypy ends with
   ``os._exit``: nothing may be left for later).
+- *Local slots*: slots of a kind in ``local_kinds`` (facts about this machine, such as the
+  mypy layer's per-file memos keyed by path, inode and ctime) stay in L1: never pushed,
+  never asked of the remote, where no other machine could use them.
 - *Cold runs*: after ``FRUITLESS_LOOKUPS`` remote lookups of entries in a row found
   nothing (a project the remote has never seen), entries are no longer asked of it in this
-  run; the same for slots (the mypy layer keeps per-file memos there, asked one by one).
-  So a cold run's module-by-module questions cost a bounded number of round trips; a later
-  hit is only a lost shortcut, never a wrong answer.
+  run; the same for slots. So a cold run's module-by-module questions cost a bounded
+  number of round trips; a later hit is only a lost shortcut, never a wrong answer.
 - *Faults*: the first remote failure (down, refused, timeout, protocol garbage) gives the
   remote up for the rest of the process: one line through ``report``, then L1 alone. A
   record or blob that fails its checks is dropped (one line per kind of problem). So a bad
@@ -61,8 +63,10 @@ class TieredStore:
 
     def __init__(self, local: Store, remote: Tier, *, url: str, read_only: bool = False,
                  secret: bytes | None = None,
-                 report: Callable[[str], None] = lambda message: None) -> None:
+                 report: Callable[[str], None] = lambda message: None,
+                 local_kinds: frozenset[str] = frozenset()) -> None:
         self.local = local
+        self.local_kinds = local_kinds
         self.remote: Tier | None = remote
         self.url = mask_url(url)
         self.read_only = read_only
@@ -213,8 +217,13 @@ class TieredStore:
     def get_slot(self, key: bytes) -> tuple[float, bytes] | None:
         return self.get_slots([key]).get(key)
 
-    def get_slots(self, keys: Sequence[bytes]) -> dict[bytes, tuple[float, bytes]]:
+    def get_slots(self, keys: Sequence[bytes], *, kind: str = ""
+                  ) -> dict[bytes, tuple[float, bytes]]:
+        """As :meth:`Store.get_slots`, then what L1 lacks from the remote - unless the
+        slots asked are of a local kind (see ``local_kinds``)."""
         found = self.local.get_slots(keys)
+        if kind and kind in self.local_kinds:
+            return found
         wanted = [k for k in dict.fromkeys(keys)
                   if k not in found and k not in self._missed_slots]
         if not wanted or self.remote is None or self._fruitless_slots >= FRUITLESS_LOOKUPS:
@@ -256,16 +265,18 @@ class TieredStore:
             blobs: Iterable[bytes] = (), slots: Sequence[SlotRow] = (),
             counters: Mapping[str, int] = {}, used: Iterable[tuple[int, int]] = (),
             used_slots: Iterable[bytes] = ()) -> int:
-        """The entries and slots pushed to the remote, then :meth:`Store.put` on L1 -
-        recoverable if the push succeeded (a slot's kind label stays in L1: the remote's
-        slots are read back with the default kind)."""
+        """The entries and slots pushed to the remote (not slots of a local kind), then
+        :meth:`Store.put` on L1 - recoverable if the push succeeded (a slot's kind label
+        stays in L1: the remote's slots are read back with the default kind)."""
         blobs = list(blobs)
         pushed = False
-        if self.remote is not None and not self.read_only and (entries or slots):
-            pushed = self.push(entries=entries, blobs=blobs,
-                               slots=[(row[0], row[1], row[2]) for row in slots])
+        shared = [(row[0], row[1], row[2]) for row in slots
+                  if len(row) < 4 or row[3] not in self.local_kinds]
+        if self.remote is not None and not self.read_only and (entries or shared):
+            pushed = self.push(entries=entries, blobs=blobs, slots=shared)
         return self.local.put(entries=entries, blobs=blobs, slots=slots, counters=counters,
-                              used=used, used_slots=used_slots, recoverable=pushed)
+                              used=used, used_slots=used_slots,
+                              recoverable=pushed and len(shared) == len(slots))
 
     def push(self, *, entries: Sequence[tuple[str, bytes, bytes, Sequence[bytes]]],
              blobs: Sequence[bytes] = (), slots: Sequence[tuple[bytes, float, bytes]] = ()
