@@ -231,6 +231,24 @@ def test_real_tiers(tmp_path: Path, server: object) -> None:
         tier.close()
 
 
+def test_https_tier(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """https:// on a real nginx with TLS: the server's certificate is verified (trusted here
+    through SSL_CERT_FILE); an untrusted one is a remote error, not a traceback."""
+    with nginx_webdav(tmp_path, tls=True) as url:
+        assert url.startswith("https://")
+        with pytest.raises(RemoteError, match="CERTIFICATE_VERIFY_FAILED"):
+            open_tier(url, timeout=2).get_slots([KEY])
+        cert = next(tmp_path.glob("nginx-*/cert.pem"))
+        monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+        tier = open_tier(url, timeout=2)
+        blobs = {digest(b"%d" % i): b"%d" % i * 100 for i in range(50)}
+        tier.put(blobs=blobs, entries={KEY: [b"r1"]}, slots={KEY: b"slot"})
+        assert tier.get_blobs(list(blobs)) == blobs
+        assert tier.get_entries([KEY]) == {KEY: [b"r1"]}
+        assert tier.get_slots([KEY, b"q" * 32]) == {KEY: b"slot"}
+        tier.close()
+
+
 def test_redis_py_tier(tmp_path: Path) -> None:
     """The tier on the redis package (rediss://, unix://), here on plain TCP."""
     from metastore.store.remote_redis import RedisTier

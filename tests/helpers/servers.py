@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-INSTALL_HINT = "apt-get install -y redis-server nginx-light (as root, after apt-get update)"
+INSTALL_HINT = "apt-get install -y redis-server nginx-light openssl (as root, after apt-get update)"
 _NGINX_CANDIDATES = ("nginx", "/usr/sbin/nginx")
 
 
@@ -78,13 +78,23 @@ def redis_server(tmp: Path) -> Iterator[str]:
 
 
 @contextlib.contextmanager
-def nginx_webdav(tmp: Path) -> Iterator[str]:
-    """nginx serving a directory with WebDAV PUT on a free port; yields its URL."""
+def nginx_webdav(tmp: Path, *, tls: bool = False) -> Iterator[str]:
+    """nginx serving a directory with WebDAV PUT on a free port; yields its URL. With
+    ``tls``: HTTPS with a self-signed certificate for 127.0.0.1 made by ``openssl``, written
+    to ``<tmp>/nginx-<port>/cert.pem`` (trust it through ``SSL_CERT_FILE``)."""
     exe = _find("nginx", *_NGINX_CANDIDATES)
     port = free_port()
     d = tmp / f"nginx-{port}"
     (d / "data").mkdir(parents=True)
     log = d / "error.log"
+    listen, scheme = f"127.0.0.1:{port}", "http"
+    if tls:
+        subprocess.run([_find("openssl", "/usr/bin/openssl"), "req", "-x509", "-newkey",
+                        "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=127.0.0.1",
+                        "-addext", "subjectAltName=IP:127.0.0.1", "-keyout", str(d / "key.pem"),
+                        "-out", str(d / "cert.pem")], check=True, capture_output=True)
+        listen += f" ssl; ssl_certificate {d}/cert.pem; ssl_certificate_key {d}/key.pem"
+        scheme = "https"
     conf = d / "nginx.conf"
     conf.write_text(f"""
 daemon off;
@@ -100,7 +110,7 @@ http {{
     uwsgi_temp_path {d}/uwsgi;
     scgi_temp_path {d}/scgi;
     server {{
-        listen 127.0.0.1:{port};
+        listen {listen};
         root {d}/data;
         client_max_body_size 0;
         location / {{
@@ -115,6 +125,6 @@ http {{
                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         _wait_for(port, proc, log)
-        yield f"http://127.0.0.1:{port}"
+        yield f"{scheme}://127.0.0.1:{port}"
     finally:
         _stop(proc)
