@@ -265,13 +265,9 @@ class Layer:
 
     def _blobs(self, digests: Sequence[bytes]) -> Iterator[tuple[bytes, bytes]]:
         """(digest, data) of those of *digests* present in this layer and, when verifying,
-        intact; run it inside :meth:`run`.
-
-        The rows are found through the digest index first and then read in rowid order:
-        digests are random, so reading by digest visits the table's pages in random order
-        (twice the time for 10,000 blobs, each page read again once the page cache has
-        dropped it); in rowid order each page is read once.  A row deleted and its rowid
-        reused in between is told apart by its digest."""
+        intact; run it inside :meth:`run`.  Rows are found by digest, then read in rowid
+        order (by digest, the table's pages are visited at random: twice the time at 10,000
+        blobs); a rowid reused in between is told apart by its digest."""
         wanted = set(digests)
         rowids: list[int] = []
         for chunk in _chunks(digests):
@@ -291,15 +287,7 @@ class Layer:
         if digest(data) == blob_digest:
             return True
         if not self.damaged and self._on_damage is not None:
-            if self.writable:
-                what = ("store has blobs whose content does not match their digest (damaged); "
-                        "they are not used: run `metastore --store "
-                        f"{self.path} verify --repair`")
-            else:
-                what = ("base has blobs whose content does not match their digest (damaged "
-                        "or forged); they are not used: replace the base with a good copy "
-                        "from a trusted writer, or remove it from bases")
-            self._on_damage(f"{self.path}: {what}")
+            self._on_damage(_damage_line(self.path, self.writable))
         self.damaged.add(blob_digest)
         return False
 
@@ -534,3 +522,13 @@ class Layer:
                          "DO UPDATE SET value = value + excluded.value", list(counters.items()))
 
 
+def _damage_line(path: str, writable: bool) -> str:
+    """The one line reporting blobs of the layer at *path* that fail their digest."""
+    if writable:
+        what = ("store has blobs whose content does not match their digest (damaged); they "
+                f"are not used: run `metastore --store {path} verify --repair`")
+    else:
+        what = ("base has blobs whose content does not match their digest (damaged or "
+                "forged); they are not used: replace the base with a good copy from a "
+                "trusted writer, or remove it from bases")
+    return f"{path}: {what}"
