@@ -316,7 +316,7 @@ def encode(roots: Mapping[str, str], layers: str, records: Iterable[Record], *,
         "sections": [len(s) for s in sections],
     }, separators=(",", ":"), sort_keys=True).encode()
     body = b"".join([_LENGTH.pack(len(header)), header, *sections])
-    return MAGIC + blake3.blake3(body).digest() + body
+    return seal(MAGIC, body)
 
 
 class Derived:
@@ -347,17 +347,36 @@ def encode_derived(base_key: bytes, base_checksum: bytes, roots: Mapping[str, st
     }, separators=(",", ":"), sort_keys=True).encode()
     body = b"".join([base_key, base_checksum, _LENGTH.pack(len(header)), header,
                      values.tobytes()])
-    return DERIVED_MAGIC + blake3.blake3(body).digest() + body
+    return seal(DERIVED_MAGIC, body)
+
+
+def seal(magic: bytes, body: bytes) -> bytes:
+    """``body`` framed as every snapshot format is: ``magic``, the blake3 checksum of
+    ``body``, ``body`` (read back by :func:`unseal`)."""
+    return magic + blake3.blake3(body).digest() + body
+
+
+def unseal(data: bytes, magic: bytes) -> tuple[bytes, int] | None:
+    """(checksum, offset of the body) of ``data`` framed by :func:`seal` with ``magic``;
+    None if it starts otherwise or its checksum does not match. Bodies over 1 MiB (a full
+    snapshot of a big project) are hashed on several threads."""
+    if not data.startswith(magic):
+        return None
+    start = len(magic) + _CHECKSUM_SIZE
+    checksum = data[len(magic): start]
+    hasher = blake3.blake3(max_threads=blake3.blake3.AUTO) if len(data) > 1 << 20 \
+        else blake3.blake3()
+    hasher.update(memoryview(data)[start:])
+    return (checksum, start) if hasher.digest() == checksum else None
 
 
 def decode_derived(data: bytes) -> Derived | None:
     """The derived snapshot in ``data``; None if it is not one."""
     try:
-        if not data.startswith(DERIVED_MAGIC):
+        sealed = unseal(data, DERIVED_MAGIC)
+        if sealed is None:
             return None
-        start = len(DERIVED_MAGIC) + _CHECKSUM_SIZE
-        if blake3.blake3(data[start:]).digest() != data[len(DERIVED_MAGIC): start]:
-            return None
+        start = sealed[1]
         base_key = data[start: start + 32]
         base_checksum = data[start + 32: start + 64]
         (length,) = _LENGTH.unpack_from(data, start + 64)
@@ -397,16 +416,11 @@ def decode(data: bytes) -> Snapshot | None:
     """The snapshot in ``data``; None if it is not one (another format, a checksum that does
     not match, any malformed part)."""
     try:
-        if not data.startswith(MAGIC):
+        sealed = unseal(data, MAGIC)
+        if sealed is None:
             return None
-        start = len(MAGIC) + _CHECKSUM_SIZE
+        checksum, start = sealed
         view = memoryview(data)
-        checksum = data[len(MAGIC): start]
-        hasher = blake3.blake3(max_threads=blake3.blake3.AUTO) if len(data) > 1 << 20 \
-            else blake3.blake3()
-        hasher.update(view[start:])
-        if hasher.digest() != checksum:
-            return None
         (length,) = _LENGTH.unpack_from(data, start)
         at = start + _LENGTH.size
         header = json.loads(bytes(view[at: at + length]))

@@ -85,19 +85,17 @@ def encode(base_checksum: bytes, roots: Mapping[str, str], layers: str,
     header = json.dumps({"deps": [sorted(set(r.deps)) for r in ordered]},
                         separators=(",", ":")).encode()
     body = b"".join([base_key, base_checksum, _LENGTH.pack(len(header)), header, inner])
-    return MAGIC + blake3.blake3(body).digest() + body
+    return run_snapshot.seal(MAGIC, body)
 
 
 def decode(data: bytes) -> Delta | None:
     """The delta in ``data``; None if it is not one (another format, a checksum that does
     not match, any malformed part)."""
     try:
-        if not data.startswith(MAGIC):
+        sealed = run_snapshot.unseal(data, MAGIC)
+        if sealed is None:
             return None
-        start = len(MAGIC) + _DIGEST
-        checksum = data[len(MAGIC): start]
-        if blake3.blake3(data[start:]).digest() != checksum:
-            return None
+        checksum, start = sealed
         base_key = data[start: start + _DIGEST]
         base_checksum = data[start + _DIGEST: start + 2 * _DIGEST]
         at = start + 2 * _DIGEST
