@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from metastore.mypy.cache_codec import DATA_MTIME
-from metastore.mypy.slot_kinds import MYPY_GLOBAL, PREVIOUS_UNIT, SOURCE_MEMO
+from metastore.mypy.slot_kinds import AHEAD_HINT, MYPY_GLOBAL, PREVIOUS_UNIT, SOURCE_MEMO
 from metastore.mypy.recording import Recording
 from metastore.mypy.source_files import SourceFile
 from metastore.mypy.state import PUBLISH_INTERVAL_S
@@ -57,7 +57,7 @@ class Publishing(Recording):
             # What the snapshot serves for it next time is made from these.
             self._blob_cache[manifest.meta] = parts[0]
             self._blob_cache[manifest.ex] = parts[2]
-        snapshot = self._snapshot_slot() if self._final else []
+        snapshot = self._snapshot_slot() + self._hint_slot() if self._final else []
         if (not units and not self._unpublished_slots and not self._counter_deltas
                 and not memo and not self._used and not snapshot and not self._used_slots):
             return
@@ -86,6 +86,17 @@ class Publishing(Recording):
         self._unpublished_slots.clear()
         self._used.clear()
         self._used_slots.clear()
+
+    def _hint_slot(self) -> list[tuple[bytes, float, bytes, str]]:
+        """The hint to write at the end of the build (see :mod:`metastore.mypy.checked_ahead`):
+        this checkout's snapshot slot, unless the hint named it already or no helper was
+        started ([] then)."""
+        keys, view = self._snapshot_keys_memo, self._view
+        if self._ahead is None or keys is None or view is None or view.parallel_worker:
+            return []
+        if self._ahead.answer()[0] == keys[0]:
+            return []
+        return [(self._ahead.hint_key, clock(), keys[0], AHEAD_HINT)]
 
     def _assemble(
         self, stem: str

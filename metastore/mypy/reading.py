@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
+from metastore.mypy.debug import DEBUG, debug
 from metastore.mypy.units import Manifest, Offer
 from metastore.mypy.workers import Workers
 from metastore.store.api import StoreError
@@ -110,13 +111,35 @@ class Reading(Workers):
 
     def _missing_data(self, data: Sequence[tuple[str, str]]) -> set[str]:
         """Stems among ``data`` ((stem, data blob digest) pairs) whose data blob is not in the
-        store or damaged (read and checked now: see :meth:`_missing_parts`)."""
+        store or damaged (read and checked now: see :meth:`_missing_parts`), except those
+        a helper found intact ahead of the build (see :mod:`metastore.mypy.checked_ahead`)."""
         if not data or self.backend is None:
             return set()
+        ahead = self._intact_ahead()
+        rest = [(stem, d) for stem, d in data if d not in ahead]
+        if DEBUG:
+            debug(f"data blobs: {len(data)} to check, {len(data) - len(rest)} found intact "
+                  "ahead")
+        if not rest:
+            return set()
         try:
-            present = self.backend.intact_blobs(sorted({bytes.fromhex(d) for _, d in data}))
+            present = self.backend.intact_blobs(sorted({bytes.fromhex(d) for _, d in rest}))
         except StoreError as e:
             self._problem(str(e))
-            return {stem for stem, _ in data}
+            return {stem for stem, _ in rest}
         have = {d.hex() for d in present}
-        return {stem for stem, d in data if d not in have}
+        return {stem for stem, d in rest if d not in have}
+
+    def _intact_ahead(self) -> set[str]:
+        """The data digests (hex) a helper found intact ahead of the build (see
+        :mod:`metastore.mypy.checked_ahead`): those of the snapshot read, if the helper
+        checked that very snapshot (the same checksum), less those it did not find intact."""
+        if self._intact_ahead_memo is not None:
+            return self._intact_ahead_memo
+        snapshot = self._snapshot
+        if self._ahead is None or snapshot is None:
+            return set()
+        _, checksum, damaged = self._ahead.answer()
+        self._intact_ahead_memo = set() if checksum != snapshot.checksum \
+            else snapshot.data_texts().difference(d.hex() for d in damaged)
+        return self._intact_ahead_memo

@@ -55,6 +55,7 @@ _SEP = "\0"  # between strings: no stem, module id, digest or JSON text holds a 
 _PATH_SEP = "\0\0"
 #: Unit fields kept in the string table, in :class:`Record.unit` order after the path.
 _TEXT_FIELDS = 7  # bound, meta, data, ex, ex_part, interface hash, options
+_DATA_FIELD = 2
 _LP, _PAR, _EX_ROOTED = 1, 2, 4  # flag bits
 _INTS = 6  # size, mtime_ns, ino, ctime_ns, layer, seq
 
@@ -172,6 +173,12 @@ class Snapshot:
         """Field ``field`` (0 bound, 1 meta, 2 data, 3 ex, 4 ex_part, 5 interface hash,
         6 options) of record ``i``'s unit."""
         return self._texts[self._text_index[_TEXT_FIELDS * i + field]]
+
+    def data_texts(self) -> set[str]:
+        """The digests (hex) of the data blobs of every record's unit."""
+        texts, index = self._texts, self._text_index
+        return {texts[index[j]] for j in range(_DATA_FIELD, _TEXT_FIELDS * len(self),
+                                               _TEXT_FIELDS)}
 
     def ex_rooted(self, i: int) -> bool:
         """See :attr:`Record.ex_rooted`."""

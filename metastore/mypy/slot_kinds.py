@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from metastore.mypy import run_snapshot, snapshot_delta
-from metastore.mypy.units import SNAPSHOT_POINTER, Manifest
+from metastore.mypy.units import SNAPSHOT_POINTER
 
 #: A run snapshot (see metastore.mypy.run_snapshot), one per checkout and set of options.
 RUN_SNAPSHOT = "run-snapshot"
@@ -21,13 +21,16 @@ SNAPSHOT_POINTER_KIND = "snapshot-pointer"
 SOURCE_MEMO = "source-memo"
 #: The last unit published for a module from one file (choosing._offer_previous).
 PREVIOUS_UNIT = "previous-unit"
+#: Which snapshot slot a command's data blobs are checked ahead from
+#: (metastore.mypy.checked_ahead): keyed by a directory and argv of this machine.
+AHEAD_HINT = "ahead-hint"
 #: mypy's own global entries (fine-grained dependencies), kept as they were written.
 MYPY_GLOBAL = "mypy-global"
 
 #: Kinds that hold facts about this machine's files (a memo is keyed by absolute path and
 #: holds the file's inode and ctime): another machine can never use them, so a remote tier
 #: is neither given them nor asked for them.
-LOCAL_KINDS = frozenset({SOURCE_MEMO})
+LOCAL_KINDS = frozenset({SOURCE_MEMO, AHEAD_HINT})
 
 
 def dead(kind: str, data: bytes, has_slot: Callable[[bytes], bool],
@@ -52,7 +55,5 @@ def dead(kind: str, data: bytes, has_slot: Callable[[bytes], bool],
         snapshot = run_snapshot.decode(data)
         if snapshot is None:
             return True
-        datas = [bytes.fromhex(Manifest.of_snapshot_unit(snapshot.unit(i)).data)
-                 for i in range(len(snapshot))]
-        return not has_blobs(datas)
+        return not has_blobs(sorted(bytes.fromhex(d) for d in snapshot.data_texts()))
     return False

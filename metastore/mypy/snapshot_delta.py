@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import struct
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import blake3
 
@@ -113,3 +113,20 @@ def decode(data: bytes) -> Delta | None:
         return Delta(base_key, base_checksum, checksum, records, deps)
     except (ValueError, TypeError, KeyError, UnicodeDecodeError, struct.error):
         return None
+
+
+def decode_any(data: bytes, get_slot: Callable[[bytes], tuple[float, bytes] | None]
+               ) -> tuple[run_snapshot.Snapshot, tuple[bytes, tuple[float, bytes]] | None] | None:
+    """The snapshot in ``data``: a full one (then no other slot), or a delta with the full
+    snapshot it is on, read through ``get_slot`` (then that slot, as (key, slot)); None if
+    it is neither, or that snapshot is gone or is not the one the delta names."""
+    if not data.startswith(MAGIC):
+        full = run_snapshot.decode(data)
+        return None if full is None else (full, None)
+    delta = decode(data)
+    if delta is None:
+        return None
+    slot = get_slot(delta.base_key)
+    base = run_snapshot.decode(slot[1]) if slot is not None else None
+    applied = delta.applied(base) if base is not None else None
+    return None if applied is None or slot is None else (applied, (delta.base_key, slot))

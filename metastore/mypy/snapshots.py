@@ -91,6 +91,7 @@ class Snapshots(Choosing):
         published_recently = same_layers and clock() - recorded < TOUCH_GRAIN_S
         stat = view.stat
         offers, known_path = self._offers, self._paths.get
+        source_path = view.source_modules().get  # the path _module_path gives a source
         # stem -> (record index, path mypy uses, its root (see below), stat, proven by
         # content); the root is the name of the root the path is under, "." for one relative
         # to the current directory, None for another absolute path.
@@ -106,7 +107,7 @@ class Snapshots(Choosing):
             else:
                 path, root = token, None if os.path.isabs(token) else "."
             module = modules[i]
-            if stem in offers or (known_path(module) != path
+            if stem in offers or (source_path(module) != path and known_path(module) != path
                                   and self._module_path(module, view) != path):
                 continue
             if changed_roots or not same_options:
@@ -169,30 +170,36 @@ class Snapshots(Choosing):
         codec = self._codec
         meta_suffix, ex_suffix = ".meta" + codec.suffix, f".{codec.ex_part}{codec.suffix}"
         data_suffix = ".data" + codec.suffix
-        parts = self._image_parts
+        parts, stats_seen, key, location = self._image_parts, self._stats_seen, snapshot.key, \
+            snapshot.location
+        as_recorded: list[str] = []
+        imaged: list[str] = []
+        new = tuple.__new__  # 10,000 offers: NamedTuple's keyword-taking __new__ is slower
         for stem, (i, path, root, st, by_content) in chosen.items():
             if stem in missing:
                 continue
             layer, seq = located[stem]
-            offer = Offer(stem, path, manifests[stem], int(st.st_mtime), st.st_size, layer,
-                          seq, key=snapshot.key(i))
-            offers[stem] = offer
-            self._from_snapshot.add(stem)
-            self._stats_seen[path] = st
+            offers[stem] = new(Offer, (stem, path, manifests[stem], int(st.st_mtime),
+                                       st.st_size, layer, seq, False, key(i)))
+            stats_seen[path] = st
             if stem not in served:
                 continue
-            recorded_meta = snapshot.meta(i)
-            meta: bytes | None = recorded_meta
             if by_content or root in moved_roots:  # another mtime, or another path
-                meta = codec.patched_meta(recorded_meta, stem + data_suffix, path=path,
-                                          mtime=offer.mtime, size=offer.size)
-            elif (layer if seq >= 0 else -1, seq) == snapshot.location(i):
-                self._as_recorded.add(stem)  # its record holds as it is (see _record_of)
-            if meta is not None:
-                parts[stem + meta_suffix] = meta
-                parts[stem + ex_suffix] = snapshot.ex(i)
-                self._image_data.add(stem + data_suffix)
-                self._image_stems.add(stem)
+                meta = codec.patched_meta(snapshot.meta(i), stem + data_suffix, path=path,
+                                          mtime=int(st.st_mtime), size=st.st_size)
+                if meta is None:
+                    continue
+            else:
+                meta = snapshot.meta(i)
+                if (layer if seq >= 0 else -1, seq) == location(i):
+                    as_recorded.append(stem)  # its record holds as it is (see _record_of)
+            parts[stem + meta_suffix] = meta
+            parts[stem + ex_suffix] = snapshot.ex(i)
+            imaged.append(stem)
+        self._from_snapshot.update(stem for stem in chosen if stem not in missing)
+        self._as_recorded.update(as_recorded)
+        self._image_stems.update(imaged)
+        self._image_data.update([stem + data_suffix for stem in imaged])
         self._fast_reads = not view.has_workers
         if DEBUG:
             debug(f"snapshot ({'here' if is_here else 'portable'}): "
@@ -306,20 +313,17 @@ class Snapshots(Choosing):
                          ) -> run_snapshot.Snapshot | None:
         """The snapshot in ``data``: a full one, or a delta with the full snapshot it is on
         (read now, and added to ``taken``); None if it is neither, or that one is gone."""
-        if not data.startswith(snapshot_delta.MAGIC):
-            return run_snapshot.decode(data)
-        delta = snapshot_delta.decode(data)
-        if delta is None or self.backend is None:
+        backend = self.backend
+        if backend is None:
             return None
-        slot = self.backend.get_slot(delta.base_key)
-        if slot is None:
+        found = snapshot_delta.decode_any(data, backend.get_slot)
+        if found is None:
             return None
-        self.stats.read_bytes += len(slot[1])
-        full = run_snapshot.decode(slot[1])
-        applied = delta.applied(full) if full is not None else None
-        if applied is not None:
-            taken[delta.base_key] = slot
-        return applied
+        snapshot, base = found
+        if base is not None:
+            self.stats.read_bytes += len(base[1][1])
+            taken[base[0]] = base[1]
+        return snapshot
 
     def _keeps_recorded_interface(self, stems: Sequence[str], view: MypyView) -> set[str]:
         """Those of ``stems`` (records of this checkout's snapshot that were not taken) that

@@ -52,6 +52,17 @@ if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker
         def close(self) -> None: ...
         def items(self, prefix: str) -> list[tuple[str, bytes]]: ...
 
+    class Ahead(Protocol):
+        """A helper checking data blobs ahead of the build (metastore.mypy.checked_ahead)."""
+
+        #: The slot of the hint this command reads and writes.
+        hint_key: bytes
+
+        def answer(self) -> tuple[bytes | None, bytes | None, frozenset[bytes]]:
+            """(the snapshot slot the hint named, the checksum of the snapshot checked, its
+            data digests not found intact); None for what the helper did not find, all
+            of it if it gave no answer. May wait for the helper (bounded); never raises."""
+
     class Session(Protocol):
         """The processes of one build (see :class:`metastore.seams.session.Session`)."""
 
@@ -91,8 +102,13 @@ class StoreState:
         report: Callable[[str], None],
         session: Session | None = None,
         open_scratch: Callable[[str], Scratch] | None = None,
+        ahead: Ahead | None = None,
     ) -> None:
         self.backend = backend
+        #: A helper checking the data blobs of this command's last snapshot ahead of the
+        #: build (see metastore.mypy.checked_ahead), if one was started.
+        self._ahead = ahead
+        self._intact_ahead_memo: set[str] | None = None
         self._locate = locate
         self.store_path = store_path
         self._report = report

@@ -215,10 +215,14 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point of ``mypy-metastore``; ``argv`` defaults to ``sys.argv[1:]``."""
     args = sys.argv[1:] if argv is None else list(argv)
     try:
-        mypy_argv, _config = prepare(args, os.environ)
+        mypy_argv, config = prepare(args, os.environ)
     except ConfigError as e:
         _warn(f"error: {e}")
         sys.exit(2)
+    if config is not None and os.environ.get(ENV_VIA) != VIA_CACHE_STORE:
+        from metastore.seams import ahead
+
+        ahead.start(config, mypy_argv)  # checks data blobs while mypy starts up
     run_mypy(mypy_argv)
 
 

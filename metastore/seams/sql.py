@@ -172,6 +172,7 @@ class _Run:
         # Imported here, not at module level: the startup hook installs the seam while
         # mypy.build is being imported, before mypy's cache classes may be imported.
         from metastore.mypy.protocol import MypyStore
+        from metastore.seams import ahead
         from metastore.seams.session import Session
         from metastore.store.api import StoreError
         from metastore.seams.backend import open_backend
@@ -204,7 +205,8 @@ class _Run:
         self.created_dir = top.created_dir if top is not None else None
         self.store = MypyStore(self.backend, self._locate, store_path=self.store_path,
                                report=report_once, session=Session.current(),
-                               open_scratch=ScratchPad)
+                               open_scratch=ScratchPad,
+                               ahead=ahead.current() if self.is_coordinator else None)
 
     def _locate(self) -> Any | None:
         from metastore.mypy.view import find_manager

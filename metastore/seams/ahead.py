@@ -1,0 +1,146 @@
+"""The helper process that checks a warm run's data blobs while mypy starts up (see
+:mod:`metastore.mypy.checked_ahead`).
+
+The drop-in starts it (:func:`start`) before mypy is imported: a fresh interpreter
+running :func:`main` (no SQLite connection crosses a ``fork``), which opens the store's
+files read-only, checks the data blobs of the snapshot the hint names and writes its
+answer on stdout. The build reads the answer when it first needs it
+(:meth:`Helper.answer`), waiting at most :data:`WAIT_S` seconds; no answer, a late one or
+a garbled one is no answer: the build then checks every blob itself. The helper never
+writes to the store and prints nothing else.
+
+``MYPY_METASTORE_CHECK_AHEAD=0`` starts no helper (for measuring; the results are the
+same). POSIX only (the answer is awaited with ``select``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+
+from metastore.config import Config, split_base
+from metastore.mypy.checked_ahead import HINT_SIZE, decode_answer, encode_answer, hint_key
+
+ENV_CHECK_AHEAD = "MYPY_METASTORE_CHECK_AHEAD"
+#: How long the build waits for the helper's answer (it normally has it long before).
+WAIT_S = 10.0
+
+_current: Helper | None = None
+_NO_ANSWER: tuple[bytes | None, bytes | None, frozenset[bytes]] = (None, None, frozenset())
+
+
+class Helper:
+    """A started helper; see :class:`metastore.mypy.checked_ahead.Ahead`."""
+
+    def __init__(self, process: subprocess.Popen[bytes], key: bytes) -> None:
+        self.hint_key = key
+        self._process = process
+        self._answer: tuple[bytes | None, bytes | None, frozenset[bytes]] | None = None
+
+    def answer(self) -> tuple[bytes | None, bytes | None, frozenset[bytes]]:
+        if self._answer is None:
+            try:
+                self._answer = decode_answer(self._read()) or _NO_ANSWER
+            except (OSError, ValueError):
+                self._answer = _NO_ANSWER
+        return self._answer
+
+    def _read(self) -> bytes:
+        """The helper's output, whole; b"" if it is not done within WAIT_S (then it is
+        killed)."""
+        process = self._process
+        assert process.stdout is not None
+        fd = process.stdout.fileno()
+        deadline = time.monotonic() + WAIT_S
+        chunks = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                process.kill()
+                process.wait()
+                return b""
+            chunk = os.read(fd, 1 << 20)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        process.stdout.close()
+        process.wait()
+        return b"".join(chunks)
+
+
+def start(config: Config, mypy_argv: Sequence[str]) -> None:
+    """Start the helper for this command (``mypy_argv`` as mypy will get it), unless
+    ``MYPY_METASTORE_CHECK_AHEAD=0`` or not on POSIX; a helper that cannot be started is
+    none (nothing is reported: the build checks the blobs itself)."""
+    global _current
+    if os.environ.get(ENV_CHECK_AHEAD, "1") == "0" or os.name != "posix":
+        return
+    store = config.store.value
+    key = hint_key(store, os.getcwd(), mypy_argv)
+    request = json.dumps({"store": store, "hint": key.hex(),
+                          "bases": [list(split_base(spec)) for spec in config.bases.value]})
+    # Isolated (-I): not the current directory's modules (a project may have a package
+    # named metastore), but this very package, wherever it was imported from.
+    package_root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    code = f"import sys; sys.path.insert(0, {package_root!r}); import {__name__} as m; m.main()"
+    try:
+        process = subprocess.Popen([sys.executable, "-I", "-c", code, request],
+                                   stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.DEVNULL)
+    except OSError:
+        return
+    _current = Helper(process, key)
+
+
+def current() -> Helper | None:
+    """The helper started in this process, if any."""
+    return _current
+
+
+def answer_request(request: str) -> bytes:
+    """The helper's answer to ``request`` (see :func:`start`): the snapshot the hint
+    names, and those of its data blobs that are not in the store or not intact; no
+    snapshot if anything cannot be read."""
+    from metastore.mypy.checked_ahead import snapshot_data_digests
+    from metastore.store.api import Base, StoreError
+    from metastore.store.local import Store
+
+    try:
+        fields = json.loads(request)
+        bases = [Base(str(path), bool(immutable)) for path, immutable in fields["bases"]]
+        store = Store(None, [Base(str(fields["store"])), *bases])
+        key = bytes.fromhex(fields["hint"])
+    except (StoreError, ValueError, TypeError, KeyError):
+        return encode_answer(None, None, ())
+    try:
+        found = store.get_slot(key)
+        named = found[1] if found is not None and len(found[1]) == HINT_SIZE else None
+        slot = store.get_slot(named) if named is not None else None
+        checked = snapshot_data_digests(slot[1], store.get_slot) if slot is not None else None
+        if checked is None:
+            return encode_answer(named, None, ())
+        checksum, digests = checked
+        return encode_answer(named, checksum, digests - store.intact_blobs(sorted(digests)))
+    except StoreError:
+        return encode_answer(None, None, ())
+    finally:
+        store.close()
+
+
+def main() -> None:
+    """The helper: answer the request in ``sys.argv[1]`` on stdout."""
+    out = answer_request(sys.argv[1] if len(sys.argv) > 1 else "")
+    try:
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
+    except OSError:
+        pass  # the build is gone or stopped waiting
+
+
+if __name__ == "__main__":
+    main()

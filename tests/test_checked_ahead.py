@@ -1,0 +1,156 @@
+"""Data blobs checked ahead of the build (metastore.mypy.checked_ahead and the helper process
+of metastore.seams.ahead), on real stores: the answer's format, the snapshots it follows (full,
+delta, derived), damaged and missing blobs, and a helper started as the drop-in starts it."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from metastore.config import Config, Setting
+from metastore.mypy import run_snapshot, snapshot_delta
+from metastore.mypy.checked_ahead import (
+    decode_answer,
+    encode_answer,
+    hint_key,
+    snapshot_data_digests,
+)
+from metastore.seams import ahead
+from metastore.store.api import digest
+from metastore.store.local import Store
+from test_run_snapshot import ROOTS, record
+
+BLOBS = [f"data of module {n}".encode() * 20 for n in range(3)]
+DIGESTS = [digest(b) for b in BLOBS]
+
+
+def records() -> list[run_snapshot.Record]:
+    """Three records whose units' data blobs are BLOBS."""
+    out = []
+    for n, d in enumerate(DIGESTS):
+        r = record(f"pkg/m{n}", f"pkg/m{n}.py")
+        out.append(r._replace(unit=(r.unit[0], r.unit[1], r.unit[2], d.hex(), *r.unit[4:])))
+    return out
+
+
+def test_an_answer_round_trips_and_a_partial_one_is_none() -> None:
+    data = encode_answer(b"h" * 32, b"c" * 32, [b"x" * 32, b"y" * 32])
+    assert decode_answer(data) == (b"h" * 32, b"c" * 32, frozenset({b"x" * 32, b"y" * 32}))
+    assert decode_answer(encode_answer(None, None, ())) == (None, None, frozenset())
+    for bad in (b"", data[:-1], data[:40], data[:-5] + b"junk\n", b"garbage" * 20,
+                data.replace(b"\x02\x00\x00\x00", b"\x03\x00\x00\x00")):
+        assert decode_answer(bad) is None
+
+
+def test_hint_keys_differ_by_store_directory_and_argv() -> None:
+    key = hint_key("/s.db", "/src", ["proj", "--sqlite-cache"])
+    assert key == hint_key("/s.db", "/src", ["proj", "--sqlite-cache"])
+    assert len({key, hint_key("/t.db", "/src", ["proj", "--sqlite-cache"]),
+                hint_key("/s.db", "/other", ["proj", "--sqlite-cache"]),
+                hint_key("/s.db", "/src", ["proj"])}) == 4
+
+
+def test_digests_of_a_full_a_delta_and_a_derived_snapshot() -> None:
+    full = run_snapshot.encode(ROOTS, "[]", records()[:2])
+    checksum = run_snapshot.decode(full).checksum  # type: ignore[union-attr]
+    slots = {snapshot_delta.full_key(checksum): (0.0, full)}
+    delta = snapshot_delta.encode(checksum, ROOTS, "[]", records()[2:])
+    derived = run_snapshot.encode_derived(b"k" * 32, checksum, ROOTS, [(1, 2, 3, 4)] * 2)
+    slots[b"k" * 32] = (0.0, full)
+
+    assert snapshot_data_digests(full, slots.get) == (checksum, set(DIGESTS[:2]))
+    found = snapshot_data_digests(delta, slots.get)
+    applied = snapshot_delta.decode_any(delta, slots.get)
+    assert applied is not None and found == (applied[0].checksum, set(DIGESTS))
+    assert snapshot_data_digests(derived, slots.get) == (checksum, set(DIGESTS[:2]))
+    assert snapshot_data_digests(delta, {}.get) is None  # its full snapshot is gone
+    assert snapshot_data_digests(b"not a snapshot", slots.get) is None
+
+
+def put(path: Path, **kw: Any) -> None:
+    store = Store(str(path))
+    try:
+        store.put(**kw)
+    finally:
+        store.close()
+
+
+def _store(path: Path, blobs: list[bytes]) -> tuple[bytes, bytes]:
+    """A store at ``path`` holding ``blobs``, a snapshot of records() and a hint naming it;
+    returns (hint key, snapshot checksum)."""
+    data = run_snapshot.encode(ROOTS, "[]", records())
+    key, hint = b"s" * 32, hint_key(str(path), "/src", ["proj"])
+    put(path, blobs=blobs, slots=[(key, time.time(), data, "run-snapshot"),
+                                  (hint, time.time(), key, "ahead-hint")])
+    return hint, run_snapshot.decode(data).checksum  # type: ignore[union-attr]
+
+
+def _request(path: Path, hint: bytes) -> str:
+    return json.dumps({"store": str(path), "hint": hint.hex(), "bases": []})
+
+
+def test_the_helper_names_damaged_and_missing_blobs(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    hint, checksum = _store(path, BLOBS[:2])  # the third blob is missing
+    c = sqlite3.connect(path)
+    c.execute("UPDATE blobs SET data = ? WHERE digest = ?", (b"x" + BLOBS[0][1:], DIGESTS[0]))
+    c.commit()
+    c.close()
+    answer = decode_answer(ahead.answer_request(_request(path, hint)))
+    assert answer == (b"s" * 32, checksum, frozenset({DIGESTS[0], DIGESTS[2]}))
+
+
+def test_the_helper_without_a_hint_a_snapshot_or_a_store(tmp_path: Path) -> None:
+    path = tmp_path / "store.db"
+    hint, _ = _store(path, BLOBS)
+    none = (None, None, frozenset())
+    assert decode_answer(ahead.answer_request(_request(path, b"o" * 32))) == none
+    put(path, slots=[(hint, time.time(), b"g" * 32, "ahead-hint")])
+    assert decode_answer(ahead.answer_request(_request(path, hint))) == (b"g" * 32, None,
+                                                                        frozenset())
+    assert decode_answer(ahead.answer_request(_request(tmp_path / "nothing.db", hint))) == none
+    assert decode_answer(ahead.answer_request("not json")) == none
+    assert not (tmp_path / "nothing.db").exists()  # the helper creates nothing
+
+
+def test_a_started_helper_answers_through_a_pipe(tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "store.db"
+    monkeypatch.chdir(tmp_path)
+    argv = ["proj", "--sqlite-cache"]
+    data = run_snapshot.encode(ROOTS, "[]", records())
+    put(path, blobs=BLOBS, slots=[
+        (b"s" * 32, time.time(), data, "run-snapshot"),
+        (hint_key(str(path), str(tmp_path), argv), time.time(), b"s" * 32, "ahead-hint")])
+    config = Config(enabled=Setting(True, "test"), store=Setting(str(path), "test"),
+                    bases=Setting((), "test"), stats=Setting(False, "test"))
+    monkeypatch.setattr(ahead, "_current", None)
+    monkeypatch.setenv(ahead.ENV_CHECK_AHEAD, "1")
+    ahead.start(config, argv)
+    helper = ahead.current()
+    assert helper is not None and helper.hint_key == hint_key(str(path), str(tmp_path), argv)
+    checksum = run_snapshot.decode(data).checksum  # type: ignore[union-attr]
+    assert helper.answer() == (b"s" * 32, checksum, frozenset())
+
+    monkeypatch.setattr(ahead, "_current", None)
+    monkeypatch.setenv(ahead.ENV_CHECK_AHEAD, "0")
+    ahead.start(config, argv)
+    assert ahead.current() is None
+
+
+def test_a_helper_that_does_not_answer_in_time_is_no_answer(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
+                               stdout=subprocess.PIPE)
+    monkeypatch.setattr(ahead, "WAIT_S", 0.2)
+    helper = ahead.Helper(process, b"h" * 32)
+    assert helper.answer() == (None, None, frozenset())
+    assert process.poll() is not None  # killed
