@@ -38,6 +38,7 @@ class MypyView:
         self._options_cache: dict[str, str] = {}
         self._snapshot_keys: dict[tuple[tuple[str, object], ...], str] = {}
         self._options_fingerprint: str | None = None
+        self._source_modules: dict[str, str] | None = None
         get_stat = getattr(manager, "get_stat", None)
         #: The stat of the file mypy reads for a module path (its shadow file, if any), None
         #: if there is none - mypy's own, cached for the build (``BuildManager.get_stat``):
@@ -160,9 +161,13 @@ class MypyView:
         return swapped
 
     def source_modules(self) -> dict[str, str]:
-        """The modules named on mypy's command line (or in its config), with their paths."""
-        modules = getattr(self.manager.source_set, "source_modules", {})
-        return {module: str(path) for module, path in modules.items() if path}
+        """The modules named on mypy's command line (or in its config), with their paths
+        (the same dict every call: do not change it)."""
+        if self._source_modules is None:
+            modules = getattr(self.manager.source_set, "source_modules", {})
+            self._source_modules = {module: str(path) for module, path in modules.items()
+                                    if path}
+        return self._source_modules
 
     def roots(self) -> Roots:
         """Directories whose location may change between runs: the current directory,
