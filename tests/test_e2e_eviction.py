@@ -69,24 +69,31 @@ def test_snapshot_whose_units_were_evicted_is_not_served_with_holes(
 
 def test_taking_a_snapshot_touches_its_slots_in_the_top_only(harness: Harness,
                                                              tmp_path: Path) -> None:
-    """A warm run an hour and more after the snapshot was written marks the snapshot and
-    its pointer used (last use moves to the run's clock); within the grain it writes no last
-    use; the base the snapshot came from is never written."""
+    """A warm run an hour and more after the snapshot was written marks the snapshot, its
+    pointer and the units it serves used (last use moves to the run's clock); within the
+    grain it writes no last use (the recording run used them all); the base the snapshot
+    came from is never written."""
     h = harness
     proj = tmp_path / "proj"
     gen.write_tree(proj, gen.generate(SPEC))
     h.check(h.dropin(proj))
     used = dict(_sql(h.store, "SELECT kind, max(used) FROM slots WHERE kind LIKE '%snap%' "
                               "GROUP BY kind"))
+    units = "SELECT seq, used FROM entries WHERE label != ''"
+    units_used = dict(_sql(h.store, units))
     h.check(h.dropin(proj), warm=True)  # within the grain: nothing touched
     assert dict(_sql(h.store, "SELECT kind, max(used) FROM slots WHERE kind LIKE '%snap%' "
                               "GROUP BY kind")) == used
+    assert dict(_sql(h.store, units)) == units_used
     later = {"METASTORE_CLOCK_OFFSET_S": str(TOUCH_GRAIN_S + 60)}
     h.check(h.dropin(proj, env=later), warm=True)
     after = dict(_sql(h.store, "SELECT kind, max(used) FROM slots WHERE kind LIKE '%snap%' "
                                "GROUP BY kind"))
     assert after.keys() == used.keys() and "run-snapshot" in after
     assert all(int(after[k]) >= int(used[k]) + TOUCH_GRAIN_S for k in used), (used, after)
+    touched = dict(_sql(h.store, units))
+    assert touched.keys() == units_used.keys() and all(
+        int(touched[k]) >= int(units_used[k]) + TOUCH_GRAIN_S for k in units_used)
     # The same store as a read-only base under an empty top: taken, never written.
     base = h.store
     before = base.read_bytes()

@@ -74,8 +74,8 @@ class Publishing(Recording):
         counters["published"] = counters.get("published", 0) + len(units)
         try:
             written = self.backend.put(entries=entries, blobs=blobs, slots=slots,
-                                       counters=counters, used=sorted(self._used),
-                                       used_slots=sorted(self._used_slots))
+                                       counters=counters, used=self._used,
+                                       used_slots=self._used_slots)
         except StoreError as e:
             self._problem(f"{e}; this run's results were not saved")
             self._publishing = False

@@ -28,9 +28,9 @@ class Reading(Workers):
                 self._count_offered([offer])
         return result
 
-    def _count_offered(self, offers: Sequence[Offer]) -> None:
-        """Count metas of ``offers`` read by mypy as offered (by layer), and their units as
-        used."""
+    def _count_offered(self, offers: Sequence[Offer], *, touch: bool = True) -> None:
+        """Count metas of ``offers`` read by mypy as offered (by layer), and (with
+        ``touch``) their units as used."""
         deltas = self._counter_deltas
         deltas["offered"] = deltas.get("offered", 0) + len(offers)
         self.stats.offered += len(offers)
@@ -40,12 +40,14 @@ class Reading(Workers):
                 self.stats.hit(layer, count)
                 name = "hits_top" if layer == 0 else "hits_base"
                 deltas[name] = deltas.get(name, 0) + count
-        self._used.update((offer.layer, offer.seq) for offer in offers
-                          if offer.layer >= 0 and offer.seq >= 0)
+        if touch:
+            self._used.update((offer.layer, offer.seq) for offer in offers
+                              if offer.layer >= 0 and offer.seq >= 0)
 
     def _account_fast_reads(self) -> None:
         """Record the metas mypy read through :meth:`read`'s fast path as the slow path
-        would have: asked for, offered, their units used."""
+        would have: asked for, offered, their units used - unless the snapshot they were
+        served from was recorded less than the last-use grain ago (its run used them)."""
         if not self._fast_taken or self._codec is None:
             return
         taken, self._fast_taken = self._fast_taken, []
@@ -53,7 +55,8 @@ class Reading(Workers):
         stems = [name[: -len(suffix)] for name in taken if name.endswith(suffix)]
         self._asked.update(stems)
         self._count_offered([offer for stem in stems
-                             if (offer := self._offers.get(stem)) is not None])
+                             if (offer := self._offers.get(stem)) is not None],
+                            touch=self._touch_served)
 
     def _served_part(self, offer: Offer, part: str, name: str) -> bytes | None:
         """The entry ``name`` (``part`` of ``offer``'s unit) as mypy is given it: the meta

@@ -89,6 +89,9 @@ class Snapshots(Choosing):
         # the last-use grain, touching them would change nothing, so their entries need
         # not be looked up (their hits are the top's).
         published_recently = same_layers and clock() - recorded < TOUCH_GRAIN_S
+        # Likewise the entries of the units it serves as recorded: the recording run used
+        # each of them (served it, or published it), so their last use is that recent.
+        self._touch_served = not published_recently
         stat = view.stat
         offers, known_path = self._offers, self._paths.get
         source_path = view.source_modules().get  # the path _module_path gives a source

@@ -153,6 +153,8 @@ class StoreState:
         self._image_stems: set[str] = set()
         self._fast_reads = False  # read()/getmtime() answer from those first (no workers)
         self._fast_taken: list[str] = []
+        #: Mark the units served as recorded used (see _account_fast_reads).
+        self._touch_served = True
         # stem -> the unit published for it in this build (by this process, or - in the
         # coordinator, gathered at the end - by a parallel worker)
         self._published_units: dict[str, Published] = {}
