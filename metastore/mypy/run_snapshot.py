@@ -194,6 +194,17 @@ class Snapshot:
     def ex(self, i: int) -> bytes:
         return self._exs[self._ex_offsets[i]: self._ex_ends[i]]
 
+    def served(self, indices: Iterable[int]
+               ) -> list[tuple[bytes, bytes, bytes, tuple[int, int]]]:
+        """(meta, ex, key, location) of each record of ``indices``: :meth:`meta`,
+        :meth:`ex`, :meth:`key` and :meth:`location` at once (a warm run asks for all
+        10,000 records of a big project)."""
+        metas, mo, me = self._metas, self._meta_offsets, self._meta_ends
+        exs, xo, xe = self._exs, self._ex_offsets, self._ex_ends
+        keys, ints = self._keys, self.ints
+        return [(metas[mo[i]: me[i]], exs[xo[i]: xe[i]], keys[32 * i: 32 * i + 32],
+                 (ints[_INTS * i + 4], ints[_INTS * i + 5])) for i in indices]
+
     def record(self, i: int) -> Record:
         stems = self.stems
         return Record(stems[i], self.paths[i], self.signature(i), *self.location(i),

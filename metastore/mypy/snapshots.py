@@ -95,6 +95,7 @@ class Snapshots(Choosing):
         stat = view.stat
         offers, known_path = self._offers, self._paths.get
         source_path = view.source_modules().get  # the path _module_path gives a source
+        isabs, last_run, recorded_signature = os.path.isabs, self._last_run, snapshot.signature
         # stem -> (record index, path mypy uses, its root (see below), stat, proven by
         # content); the root is the name of the root the path is under, "." for one relative
         # to the current directory, None for another absolute path.
@@ -108,7 +109,7 @@ class Snapshots(Choosing):
                     continue
                 path, root = resolved, Roots.root_name(token)
             else:
-                path, root = token, None if os.path.isabs(token) else "."
+                path, root = token, None if isabs(token) else "."
             module = modules[i]
             if stem in offers or (source_path(module) != path and known_path(module) != path
                                   and self._module_path(module, view) != path):
@@ -122,14 +123,14 @@ class Snapshots(Choosing):
                     if options is not None and snapshot.text(i, 6) != options:
                         continue
             if is_here:
-                self._last_run[stem] = (path, i)
+                last_run[stem] = (path, i)
             if root is not None and root in changed_roots:
                 unproven[stem] = (i, path, root)  # another file: by content
                 continue
             st = stat(path)
             if st is None:
                 continue
-            if signature(st) == snapshot.signature(i):
+            if signature(st) == recorded_signature(i):
                 chosen[stem] = (i, path, root, st, False)
             else:
                 unproven[stem] = (i, path, root)
@@ -173,31 +174,29 @@ class Snapshots(Choosing):
         codec = self._codec
         meta_suffix, ex_suffix = ".meta" + codec.suffix, f".{codec.ex_part}{codec.suffix}"
         data_suffix = ".data" + codec.suffix
-        parts, stats_seen, key, location = self._image_parts, self._stats_seen, snapshot.key, \
-            snapshot.location
+        parts, stats_seen = self._image_parts, self._stats_seen
         as_recorded: list[str] = []
         imaged: list[str] = []
         new = tuple.__new__  # 10,000 offers: NamedTuple's keyword-taking __new__ is slower
-        for stem, (i, path, root, st, by_content) in chosen.items():
-            if stem in missing:
-                continue
+        taken = [(stem, *record) for stem, record in chosen.items() if stem not in missing]
+        for (stem, i, path, root, st, by_content), (meta, ex, key, location) in zip(
+                taken, snapshot.served([record[1] for record in taken])):
             layer, seq = located[stem]
             offers[stem] = new(Offer, (stem, path, manifests[stem], int(st.st_mtime),
-                                       st.st_size, layer, seq, False, key(i)))
+                                       st.st_size, layer, seq, False, key))
             stats_seen[path] = st
             if stem not in served:
                 continue
             if by_content or root in moved_roots:  # another mtime, or another path
-                meta = codec.patched_meta(snapshot.meta(i), stem + data_suffix, path=path,
-                                          mtime=int(st.st_mtime), size=st.st_size)
-                if meta is None:
+                patched = codec.patched_meta(meta, stem + data_suffix, path=path,
+                                             mtime=int(st.st_mtime), size=st.st_size)
+                if patched is None:
                     continue
-            else:
-                meta = snapshot.meta(i)
-                if (layer if seq >= 0 else -1, seq) == location(i):
-                    as_recorded.append(stem)  # its record holds as it is (see _record_of)
+                meta = patched
+            elif (layer if seq >= 0 else -1, seq) == location:
+                as_recorded.append(stem)  # its record holds as it is (see _record_of)
             parts[stem + meta_suffix] = meta
-            parts[stem + ex_suffix] = snapshot.ex(i)
+            parts[stem + ex_suffix] = ex
             imaged.append(stem)
         self._from_snapshot.update(stem for stem in chosen if stem not in missing)
         self._as_recorded.update(as_recorded)
