@@ -16,6 +16,10 @@ from metastore.store.api import StoreError, digest
 from metastore.store.api import now as clock
 
 
+#: How long the end of a build waits for a helper it has not heard from (see _hint_slot).
+HINT_WAIT_S = 0.1
+
+
 class Publishing(Recording):
     """Units published from this run's writes."""
 
@@ -94,7 +98,7 @@ class Publishing(Recording):
         keys, view = self._snapshot_keys_memo, self._view
         if self._ahead is None or keys is None or view is None or view.parallel_worker:
             return []
-        if self._ahead.answer()[0] == keys[0]:
+        if self._ahead.answer(HINT_WAIT_S)[0] == keys[0]:
             return []
         return [(self._ahead.hint_key, clock(), keys[0], AHEAD_HINT)]
 

@@ -58,10 +58,11 @@ if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker
         #: The slot of the hint this command reads and writes.
         hint_key: bytes
 
-        def answer(self) -> tuple[bytes | None, bytes | None, frozenset[bytes]]:
+        def answer(self, wait_s: float) -> tuple[bytes | None, bytes | None, frozenset[bytes]]:
             """(the snapshot slot the hint named, the checksum of the snapshot checked, its
             data digests not found intact); None for what the helper did not find, all
-            of it if it gave no answer. May wait for the helper (bounded); never raises."""
+            of it if it gave no answer. The first call waits at most ``wait_s`` seconds for
+            the helper (then the answer is kept); never raises."""
 
     class Session(Protocol):
         """The processes of one build (see :class:`metastore.seams.session.Session`)."""

@@ -27,9 +27,12 @@ from metastore.config import Config, split_base
 from metastore.mypy.checked_ahead import HINT_SIZE, decode_answer, encode_answer, hint_key
 
 ENV_CHECK_AHEAD = "MYPY_METASTORE_CHECK_AHEAD"
-#: How long the build waits for the helper's answer (it normally has it long before it
-#: needs it; checking the blobs itself costs ~10 ms per 1,000 modules).
+#: The longest the build waits for the helper's answer (it normally has it long before
+#: it needs it; the build asks for less: what checking the blobs itself would cost).
 WAIT_S = 1.0
+#: The helper's niceness: on a busy machine it yields to mypy (the build then checks the
+#: blobs itself rather than wait).
+NICENESS = 10
 #: How long the helper waits for a lock on a store file (a reader is blocked only while
 #: the file is not in WAL mode or is being recovered): past it, no answer.
 BUSY_TIMEOUT_MS = 500
@@ -46,21 +49,21 @@ class Helper:
         self._process = process
         self._answer: tuple[bytes | None, bytes | None, frozenset[bytes]] | None = None
 
-    def answer(self) -> tuple[bytes | None, bytes | None, frozenset[bytes]]:
+    def answer(self, wait_s: float) -> tuple[bytes | None, bytes | None, frozenset[bytes]]:
         if self._answer is None:
             try:
-                self._answer = decode_answer(self._read()) or _NO_ANSWER
+                self._answer = decode_answer(self._read(min(wait_s, WAIT_S))) or _NO_ANSWER
             except (OSError, ValueError):
                 self._answer = _NO_ANSWER
         return self._answer
 
-    def _read(self) -> bytes:
-        """The helper's output, whole; b"" if it is not done within WAIT_S (then it is
-        killed)."""
+    def _read(self, wait_s: float) -> bytes:
+        """The helper's output, whole; b"" if it is not done within ``wait_s`` seconds (then
+        it is killed)."""
         process = self._process
         assert process.stdout is not None
         fd = process.stdout.fileno()
-        deadline = time.monotonic() + WAIT_S
+        deadline = time.monotonic() + wait_s
         chunks = []
         while True:
             left = deadline - time.monotonic()
@@ -139,6 +142,10 @@ def answer_request(request: str) -> bytes:
 
 def main() -> None:
     """The helper: answer the request in ``sys.argv[1]`` on stdout."""
+    try:
+        os.nice(NICENESS)
+    except (OSError, AttributeError):
+        pass
     out = answer_request(sys.argv[1] if len(sys.argv) > 1 else "")
     try:
         sys.stdout.buffer.write(out)
