@@ -16,10 +16,15 @@ import pytest
 from metastore.config import Config, Setting
 from metastore.mypy import run_snapshot, snapshot_delta
 from metastore.mypy.checked_ahead import (
+    HINT_PLACES,
     decode_answer,
+    decode_hint,
     encode_answer,
     hint_key,
+    hinted_slot,
+    place,
     snapshot_data_digests,
+    updated_hint,
 )
 from metastore.seams import ahead
 from metastore.store.api import digest
@@ -40,20 +45,39 @@ def records() -> list[run_snapshot.Record]:
 
 
 def test_an_answer_round_trips_and_a_partial_one_is_none() -> None:
-    data = encode_answer(b"h" * 32, b"c" * 32, [b"x" * 32, b"y" * 32])
-    assert decode_answer(data) == (b"h" * 32, b"c" * 32, frozenset({b"x" * 32, b"y" * 32}))
+    data = encode_answer(b"h" * 64, b"c" * 32, [b"x" * 32, b"y" * 32])
+    assert decode_answer(data) == (b"h" * 64, b"c" * 32, frozenset({b"x" * 32, b"y" * 32}))
     assert decode_answer(encode_answer(None, None, ())) == (None, None, frozenset())
     for bad in (b"", data[:-1], data[:40], data[:-5] + b"junk\n", b"garbage" * 20,
                 data.replace(b"\x02\x00\x00\x00", b"\x03\x00\x00\x00")):
         assert decode_answer(bad) is None
 
 
-def test_hint_keys_differ_by_store_directory_and_argv() -> None:
-    key = hint_key("/s.db", "/src", ["proj", "--sqlite-cache"])
-    assert key == hint_key("/s.db", "/src", ["proj", "--sqlite-cache"])
-    assert len({key, hint_key("/t.db", "/src", ["proj", "--sqlite-cache"]),
-                hint_key("/s.db", "/other", ["proj", "--sqlite-cache"]),
-                hint_key("/s.db", "/src", ["proj"])}) == 4
+def test_hint_keys_differ_by_store_and_argv() -> None:
+    key = hint_key("/s.db", ["proj", "--sqlite-cache"])
+    assert key == hint_key("/s.db", ["proj", "--sqlite-cache"])
+    assert len({key, hint_key("/t.db", ["proj", "--sqlite-cache"]),
+                hint_key("/s.db", ["proj"])}) == 3
+
+
+def test_a_hint_names_a_snapshot_per_directory_most_recent_first() -> None:
+    a, b, c = place("/a"), place("/b"), place("/c")
+    hint = updated_hint([], a, b"1" * 32)
+    assert hint is not None and decode_hint(hint) == [(a, b"1" * 32)]
+    assert updated_hint(decode_hint(hint), a, b"1" * 32) is None  # nothing to write
+    hint = updated_hint(decode_hint(hint), b, b"2" * 32)
+    assert hint is not None and decode_hint(hint) == [(b, b"2" * 32), (a, b"1" * 32)]
+    hint = updated_hint(decode_hint(hint), a, b"3" * 32)
+    assert hint is not None and decode_hint(hint) == [(a, b"3" * 32), (b, b"2" * 32)]
+    entries = decode_hint(hint)
+    assert hinted_slot(entries, b) == b"2" * 32  # this directory's
+    assert hinted_slot(entries, c) == b"3" * 32  # else the most recent
+    assert hinted_slot([], c) is None
+    for n in range(2 * HINT_PLACES):
+        hint = updated_hint(decode_hint(hint), place(f"/{n}"), bytes([n]) * 32)
+        assert hint is not None
+    assert len(decode_hint(hint)) == HINT_PLACES
+    assert decode_hint(b"short") == [] and decode_hint(b"") == []
 
 
 def test_digests_of_a_full_a_delta_and_a_derived_snapshot() -> None:
@@ -85,14 +109,15 @@ def _store(path: Path, blobs: list[bytes]) -> tuple[bytes, bytes]:
     """A store at ``path`` holding ``blobs``, a snapshot of records() and a hint naming it;
     returns (hint key, snapshot checksum)."""
     data = run_snapshot.encode(ROOTS, "[]", records())
-    key, hint = b"s" * 32, hint_key(str(path), "/src", ["proj"])
+    key, hint = b"s" * 32, hint_key(str(path), ["proj"])
     put(path, blobs=blobs, slots=[(key, time.time(), data, "run-snapshot"),
-                                  (hint, time.time(), key, "ahead-hint")])
+                                  (hint, time.time(), place("/src") + key, "ahead-hint")])
     return hint, run_snapshot.decode(data).checksum  # type: ignore[union-attr]
 
 
 def _request(path: Path, hint: bytes) -> str:
-    return json.dumps({"store": str(path), "hint": hint.hex(), "bases": []})
+    return json.dumps({"store": str(path), "hint": hint.hex(), "place": place("/src").hex(),
+                       "bases": []})
 
 
 def test_the_helper_names_damaged_and_missing_blobs(tmp_path: Path) -> None:
@@ -103,7 +128,7 @@ def test_the_helper_names_damaged_and_missing_blobs(tmp_path: Path) -> None:
     c.commit()
     c.close()
     answer = decode_answer(ahead.answer_request(_request(path, hint)))
-    assert answer == (b"s" * 32, checksum, frozenset({DIGESTS[0], DIGESTS[2]}))
+    assert answer == (place("/src") + b"s" * 32, checksum, frozenset({DIGESTS[0], DIGESTS[2]}))
 
 
 def test_the_helper_without_a_hint_a_snapshot_or_a_store(tmp_path: Path) -> None:
@@ -111,8 +136,9 @@ def test_the_helper_without_a_hint_a_snapshot_or_a_store(tmp_path: Path) -> None
     hint, _ = _store(path, BLOBS)
     none = (None, None, frozenset())
     assert decode_answer(ahead.answer_request(_request(path, b"o" * 32))) == none
-    put(path, slots=[(hint, time.time(), b"g" * 32, "ahead-hint")])
-    assert decode_answer(ahead.answer_request(_request(path, hint))) == (b"g" * 32, None,
+    gone = place("/src") + b"g" * 32  # names a slot that is not there
+    put(path, slots=[(hint, time.time(), gone, "ahead-hint")])
+    assert decode_answer(ahead.answer_request(_request(path, hint))) == (gone, None,
                                                                         frozenset())
     assert decode_answer(ahead.answer_request(_request(tmp_path / "nothing.db", hint))) == none
     assert decode_answer(ahead.answer_request("not json")) == none
@@ -125,18 +151,20 @@ def test_a_started_helper_answers_through_a_pipe(tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     argv = ["proj", "--sqlite-cache"]
     data = run_snapshot.encode(ROOTS, "[]", records())
+    hint = place("/elsewhere") + b"s" * 32  # another directory's: the most recent one
     put(path, blobs=BLOBS, slots=[
         (b"s" * 32, time.time(), data, "run-snapshot"),
-        (hint_key(str(path), str(tmp_path), argv), time.time(), b"s" * 32, "ahead-hint")])
+        (hint_key(str(path), argv), time.time(), hint, "ahead-hint")])
     config = Config(enabled=Setting(True, "test"), store=Setting(str(path), "test"),
                     bases=Setting((), "test"), stats=Setting(False, "test"))
     monkeypatch.setattr(ahead, "_current", None)
     monkeypatch.setenv(ahead.ENV_CHECK_AHEAD, "1")
     ahead.start(config, argv)
     helper = ahead.current()
-    assert helper is not None and helper.hint_key == hint_key(str(path), str(tmp_path), argv)
+    assert helper is not None and helper.hint_key == hint_key(str(path), argv)
+    assert helper.place == place(str(tmp_path))
     checksum = run_snapshot.decode(data).checksum  # type: ignore[union-attr]
-    assert helper.answer(5.0) == (b"s" * 32, checksum, frozenset())
+    assert helper.answer(5.0) == (hint, checksum, frozenset())
 
     monkeypatch.setattr(ahead, "_current", None)
     monkeypatch.setenv(ahead.ENV_CHECK_AHEAD, "0")
@@ -150,7 +178,7 @@ def test_a_helper_that_does_not_answer_in_time_is_no_answer(
 
     process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"],
                                stdout=subprocess.PIPE)
-    helper = ahead.Helper(process, b"h" * 32)
+    helper = ahead.Helper(process, b"h" * 32, place("/src"))
     t0 = time.monotonic()
     assert helper.answer(0.2) == (None, None, frozenset())
     assert time.monotonic() - t0 < 5

@@ -1,10 +1,10 @@
 """End-to-end: data blobs checked ahead of the build by the drop-in's helper process (see
 metastore.mypy.checked_ahead). A warm run takes the helper's answer for every data blob of
-its snapshot (also after an edit: a delta); a blob damaged behind the store's back is
-left out of the answer and found by the build as before (one line, the unit re-checked);
-without the helper the build checks every blob itself. Real mypy, real SQLite, real
-processes; every run compared with ``mypy --no-incremental``. What the build did is read
-from the developers' log (``MYPY_METASTORE_DEBUG_LOG``)."""
+its snapshot (also after an edit: a delta; also in another checkout); a blob damaged
+behind the store's back is left out of the answer and found by the build as before (one
+line, the unit re-checked); without the helper the build checks every blob itself. Real
+mypy, real SQLite, real processes; every run compared with ``mypy --no-incremental``.
+What the build did is read from the developers' log (``MYPY_METASTORE_DEBUG_LOG``)."""
 
 from __future__ import annotations
 
@@ -51,10 +51,23 @@ def test_warm_runs_take_the_helpers_answer(harness: Harness, tmp_path: Path) -> 
     assert checked and all(n > 0 and ahead == 0 for n, ahead in checked), checked
 
     # After an edit the checkout's slot holds a delta: the helper follows it.
-    _write(proj, gen.edit_leaf(files, SPEC, 1))
+    edited = gen.edit_leaf(files, SPEC, 1)
+    _write(proj, edited)
     h.check(run(h, proj, log)[0])
     warm, checked = run(h, proj, log)
     h.check(warm, warm=True)
+    assert checked and all(n > 0 and ahead == n for n, ahead in checked), checked
+
+    # Another checkout of the tree (a worktree, a Pants sandbox: another directory, the
+    # same argv) takes the last snapshot through the portable slot: the helper, finding
+    # no snapshot named for that directory, checks the most recent one - the same.
+    other = tmp_path / "other" / "proj"
+    _write(other, edited)
+    first, checked = run(h, other, log)
+    h.check(first, warm=True)
+    assert checked and all(n > 0 and ahead == n for n, ahead in checked), checked
+    back, checked = run(h, proj, log)  # and the first checkout still has its own
+    h.check(back, warm=True)
     assert checked and all(n > 0 and ahead == n for n, ahead in checked), checked
 
 

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 from metastore.mypy.cache_codec import DATA_MTIME
+from metastore.mypy.checked_ahead import decode_hint, updated_hint
 from metastore.mypy.slot_kinds import AHEAD_HINT, MYPY_GLOBAL, PREVIOUS_UNIT, SOURCE_MEMO
 from metastore.mypy.recording import Recording
 from metastore.mypy.source_files import SourceFile
@@ -93,14 +94,14 @@ class Publishing(Recording):
 
     def _hint_slot(self) -> list[tuple[bytes, float, bytes, str]]:
         """The hint to write at the end of the build (see :mod:`metastore.mypy.checked_ahead`):
-        this checkout's snapshot slot, unless the hint named it already or no helper was
-        started ([] then)."""
-        keys, view = self._snapshot_keys_memo, self._view
-        if self._ahead is None or keys is None or view is None or view.parallel_worker:
+        naming this checkout's snapshot slot for this directory, unless the hint did
+        already or no helper was started ([] then)."""
+        keys, view, ahead = self._snapshot_keys_memo, self._view, self._ahead
+        if ahead is None or keys is None or view is None or view.parallel_worker:
             return []
-        if self._ahead.answer(HINT_WAIT_S)[0] == keys[0]:
-            return []
-        return [(self._ahead.hint_key, clock(), keys[0], AHEAD_HINT)]
+        hint = updated_hint(decode_hint(ahead.answer(HINT_WAIT_S)[0] or b""), ahead.place,
+                            keys[0])
+        return [] if hint is None else [(ahead.hint_key, clock(), hint, AHEAD_HINT)]
 
     def _assemble(
         self, stem: str

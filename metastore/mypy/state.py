@@ -55,12 +55,14 @@ if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker
     class Ahead(Protocol):
         """A helper checking data blobs ahead of the build (metastore.mypy.checked_ahead)."""
 
-        #: The slot of the hint this command reads and writes.
+        #: The slot of the hint this command reads and writes, and the place
+        #: (checked_ahead.place) of the directory it runs in.
         hint_key: bytes
+        place: bytes
 
         def answer(self, wait_s: float) -> tuple[bytes | None, bytes | None, frozenset[bytes]]:
-            """(the snapshot slot the hint named, the checksum of the snapshot checked, its
-            data digests not found intact); None for what the helper did not find, all
+            """(the hint as read, the checksum of the snapshot checked, its data digests
+            not found intact); None for what the helper did not find, all
             of it if it gave no answer. The first call waits at most ``wait_s`` seconds for
             the helper (then the answer is kept); never raises."""
 

@@ -24,7 +24,7 @@ import time
 from collections.abc import Sequence
 
 from metastore.config import Config, split_base
-from metastore.mypy.checked_ahead import HINT_SIZE, decode_answer, encode_answer, hint_key
+from metastore.mypy.checked_ahead import decode_answer, encode_answer, hint_key, place
 
 ENV_CHECK_AHEAD = "MYPY_METASTORE_CHECK_AHEAD"
 #: The longest the build waits for the helper's answer (it normally has it long before
@@ -44,8 +44,9 @@ _NO_ANSWER: tuple[bytes | None, bytes | None, frozenset[bytes]] = (None, None, f
 class Helper:
     """A started helper; see :class:`metastore.mypy.checked_ahead.Ahead`."""
 
-    def __init__(self, process: subprocess.Popen[bytes], key: bytes) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], key: bytes, here: bytes) -> None:
         self.hint_key = key
+        self.place = here
         self._process = process
         self._answer: tuple[bytes | None, bytes | None, frozenset[bytes]] | None = None
 
@@ -88,8 +89,8 @@ def start(config: Config, mypy_argv: Sequence[str]) -> None:
     if os.environ.get(ENV_CHECK_AHEAD, "1") == "0" or os.name != "posix":
         return
     store = config.store.value
-    key = hint_key(store, os.getcwd(), mypy_argv)
-    request = json.dumps({"store": store, "hint": key.hex(),
+    key, here = hint_key(store, mypy_argv), place(os.getcwd())
+    request = json.dumps({"store": store, "hint": key.hex(), "place": here.hex(),
                           "bases": [list(split_base(spec)) for spec in config.bases.value]})
     # Isolated (-I): not the current directory's modules (a project may have a package
     # named metastore), but this very package, wherever it was imported from.
@@ -101,7 +102,7 @@ def start(config: Config, mypy_argv: Sequence[str]) -> None:
                                    stderr=subprocess.DEVNULL)
     except OSError:
         return
-    _current = Helper(process, key)
+    _current = Helper(process, key, here)
 
 
 def current() -> Helper | None:
@@ -110,10 +111,10 @@ def current() -> Helper | None:
 
 
 def answer_request(request: str) -> bytes:
-    """The helper's answer to ``request`` (see :func:`start`): the snapshot the hint
-    names, and those of its data blobs that are not in the store or not intact; no
-    snapshot if anything cannot be read."""
-    from metastore.mypy.checked_ahead import snapshot_data_digests
+    """The helper's answer to ``request`` (see :func:`start`): the hint, the snapshot it
+    names for the directory, and those of its data blobs that are not in the store or not
+    intact; no snapshot if anything cannot be read."""
+    from metastore.mypy.checked_ahead import decode_hint, hinted_slot, snapshot_data_digests
     from metastore.store.api import Base, StoreError
     from metastore.store.local import Store
 
@@ -122,18 +123,19 @@ def answer_request(request: str) -> bytes:
         bases = [Base(str(path), bool(immutable)) for path, immutable in fields["bases"]]
         store = Store(None, [Base(str(fields["store"])), *bases],
                       busy_timeout_ms=BUSY_TIMEOUT_MS)
-        key = bytes.fromhex(fields["hint"])
+        key, here = bytes.fromhex(fields["hint"]), bytes.fromhex(fields["place"])
     except (StoreError, ValueError, TypeError, KeyError):
         return encode_answer(None, None, ())
     try:
         found = store.get_slot(key)
-        named = found[1] if found is not None and len(found[1]) == HINT_SIZE else None
+        hint = found[1] if found is not None else None
+        named = hinted_slot(decode_hint(hint), here) if hint is not None else None
         slot = store.get_slot(named) if named is not None else None
         checked = snapshot_data_digests(slot[1], store.get_slot) if slot is not None else None
         if checked is None:
-            return encode_answer(named, None, ())
+            return encode_answer(hint, None, ())
         checksum, digests = checked
-        return encode_answer(named, checksum, digests - store.intact_blobs(sorted(digests)))
+        return encode_answer(hint, checksum, digests - store.intact_blobs(sorted(digests)))
     except StoreError:
         return encode_answer(None, None, ())
     finally:
