@@ -5,8 +5,9 @@ The drop-in starts it (:func:`start`) before mypy is imported: a fresh interpret
 running :func:`main` (no SQLite connection crosses a ``fork``), which opens the store's
 files read-only, checks the data blobs of the snapshot the hint names and writes its
 answer on stdout. The build reads the answer when it first needs it
-(:meth:`Helper.answer`), waiting at most :data:`WAIT_S` seconds; no answer, a late one or
-a garbled one is no answer: the build then checks every blob itself. The helper never
+(:meth:`Helper.answer`), waiting no longer than its own check would take (at most
+:data:`WAIT_S` seconds); no answer, a late one or a garbled one is no answer: the build
+then checks every blob itself. The helper never
 writes to the store and prints nothing else.
 
 ``MYPY_METASTORE_CHECK_AHEAD=0`` starts no helper (for measuring; the results are the
@@ -42,7 +43,7 @@ _NO_ANSWER: tuple[bytes | None, bytes | None, frozenset[bytes]] = (None, None, f
 
 
 class Helper:
-    """A started helper; see :class:`metastore.mypy.checked_ahead.Ahead`."""
+    """A started helper: the ``Ahead`` the build is given (see :mod:`metastore.mypy.state`)."""
 
     def __init__(self, process: subprocess.Popen[bytes], key: bytes, here: bytes) -> None:
         self.hint_key = key
@@ -51,6 +52,9 @@ class Helper:
         self._answer: tuple[bytes | None, bytes | None, frozenset[bytes]] | None = None
 
     def answer(self, wait_s: float) -> tuple[bytes | None, bytes | None, frozenset[bytes]]:
+        """(hint, checksum, damaged digests) as the helper answered, or no answer (None,
+        None, nothing); the first call waits for it at most ``wait_s`` (capped at WAIT_S)
+        seconds, later calls return the same. Never raises."""
         if self._answer is None:
             try:
                 self._answer = decode_answer(self._read(min(wait_s, WAIT_S))) or _NO_ANSWER
@@ -120,10 +124,10 @@ def answer_request(request: str) -> bytes:
 
     try:
         fields = json.loads(request)
+        key, here = bytes.fromhex(fields["hint"]), bytes.fromhex(fields["place"])
         bases = [Base(str(path), bool(immutable)) for path, immutable in fields["bases"]]
         store = Store(None, [Base(str(fields["store"])), *bases],
                       busy_timeout_ms=BUSY_TIMEOUT_MS)
-        key, here = bytes.fromhex(fields["hint"]), bytes.fromhex(fields["place"])
     except (StoreError, ValueError, TypeError, KeyError):
         return encode_answer(None, None, ())
     try:
