@@ -95,12 +95,15 @@ class Publishing(Recording):
     def _hint_slot(self) -> list[tuple[bytes, float, bytes, str]]:
         """The hint to write at the end of the build (see :mod:`metastore.mypy.checked_ahead`):
         naming this checkout's snapshot slot for this directory, unless the hint did
-        already or no helper was started ([] then)."""
+        already, no helper was started or it gave no answer (then the hint it would have
+        read is unknown: [])."""
         keys, view, ahead = self._snapshot_keys_memo, self._view, self._ahead
         if ahead is None or keys is None or view is None or view.parallel_worker:
             return []
-        hint = updated_hint(decode_hint(ahead.answer(HINT_WAIT_S)[0] or b""), ahead.place,
-                            keys[0])
+        answer = ahead.answer(HINT_WAIT_S)
+        if answer is None:
+            return []
+        hint = updated_hint(decode_hint(answer[0] or b""), ahead.place, keys[0])
         return [] if hint is None else [(ahead.hint_key, clock(), hint, AHEAD_HINT)]
 
     def _assemble(

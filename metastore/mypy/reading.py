@@ -147,7 +147,7 @@ class Reading(Workers):
         if self._ahead is None or snapshot is None:
             return set()
         # Waiting longer than checking the blobs here would take gains nothing.
-        _, checksum, damaged = self._ahead.answer(CHECK_S_PER_BLOB * len(snapshot))
-        self._intact_ahead_memo = set() if checksum != snapshot.checksum \
-            else snapshot.data_texts().difference(d.hex() for d in damaged)
+        answer = self._ahead.answer(CHECK_S_PER_BLOB * len(snapshot))
+        self._intact_ahead_memo = set() if answer is None or answer[1] != snapshot.checksum \
+            else snapshot.data_texts().difference(d.hex() for d in answer[2])
         return self._intact_ahead_memo

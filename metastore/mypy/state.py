@@ -60,11 +60,12 @@ if TYPE_CHECKING:  # Protocol classes cost time to create; only the type checker
         hint_key: bytes
         place: bytes
 
-        def answer(self, wait_s: float) -> tuple[bytes | None, bytes | None, frozenset[bytes]]:
+        def answer(self, wait_s: float
+                   ) -> tuple[bytes | None, bytes | None, frozenset[bytes]] | None:
             """(the hint as read, the checksum of the snapshot checked, its data digests
-            not found intact); None for what the helper did not find, all
-            of it if it gave no answer. The first call waits at most ``wait_s`` seconds for
-            the helper (then the answer is kept); never raises."""
+            not found intact), None for what the helper did not find; None if it gave no
+            answer. The first call waits at most ``wait_s`` seconds for the helper (then
+            the answer is kept); never raises."""
 
     class Session(Protocol):
         """The processes of one build (see :class:`metastore.seams.session.Session`)."""

@@ -11,7 +11,9 @@ then checks every blob itself. The helper never
 writes to the store and prints nothing else.
 
 ``MYPY_METASTORE_CHECK_AHEAD=0`` starts no helper (for measuring; the results are the
-same). POSIX only (the answer is awaited with ``select``).
+same); ``=wait`` makes the build wait for the answer however long the helper takes (up to
+:data:`PATIENT_WAIT_S`: for tests, whose machines may be too busy for the race to go the
+usual way). POSIX only (the answer is awaited with ``select``).
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ ENV_CHECK_AHEAD = "MYPY_METASTORE_CHECK_AHEAD"
 #: The longest the build waits for the helper's answer (it normally has it long before
 #: it needs it; the build asks for less: what checking the blobs itself would cost).
 WAIT_S = 1.0
+#: The wait with ``MYPY_METASTORE_CHECK_AHEAD=wait``.
+PATIENT_WAIT_S = 60.0
 #: The helper's niceness: on a busy machine it yields to mypy (the build then checks the
 #: blobs itself rather than wait).
 NICENESS = 10
@@ -39,27 +43,32 @@ NICENESS = 10
 BUSY_TIMEOUT_MS = 500
 
 _current: Helper | None = None
-_NO_ANSWER: tuple[bytes | None, bytes | None, frozenset[bytes]] = (None, None, frozenset())
+Answer = tuple[bytes | None, bytes | None, frozenset[bytes]]
 
 
 class Helper:
     """A started helper: the ``Ahead`` the build is given (see :mod:`metastore.mypy.state`)."""
 
-    def __init__(self, process: subprocess.Popen[bytes], key: bytes, here: bytes) -> None:
+    def __init__(self, process: subprocess.Popen[bytes], key: bytes, here: bytes, *,
+                 patient: bool = False) -> None:
         self.hint_key = key
         self.place = here
         self._process = process
-        self._answer: tuple[bytes | None, bytes | None, frozenset[bytes]] | None = None
+        self._patient = patient
+        self._answered = False
+        self._answer: Answer | None = None
 
-    def answer(self, wait_s: float) -> tuple[bytes | None, bytes | None, frozenset[bytes]]:
-        """(hint, checksum, damaged digests) as the helper answered, or no answer (None,
-        None, nothing); the first call waits for it at most ``wait_s`` (capped at WAIT_S)
-        seconds, later calls return the same. Never raises."""
-        if self._answer is None:
+    def answer(self, wait_s: float) -> Answer | None:
+        """(hint, checksum, damaged digests) as the helper answered, None if it gave no
+        answer; the first call waits for it at most ``wait_s`` (capped at WAIT_S; patient:
+        PATIENT_WAIT_S) seconds, later calls return the same. Never raises."""
+        if not self._answered:
+            self._answered = True
+            wait = PATIENT_WAIT_S if self._patient else min(wait_s, WAIT_S)
             try:
-                self._answer = decode_answer(self._read(min(wait_s, WAIT_S))) or _NO_ANSWER
+                self._answer = decode_answer(self._read(wait))
             except (OSError, ValueError):
-                self._answer = _NO_ANSWER
+                self._answer = None
         return self._answer
 
     def _read(self, wait_s: float) -> bytes:
@@ -90,7 +99,8 @@ def start(config: Config, mypy_argv: Sequence[str]) -> None:
     ``MYPY_METASTORE_CHECK_AHEAD=0`` or not on POSIX; a helper that cannot be started is
     none (nothing is reported: the build checks the blobs itself)."""
     global _current
-    if os.environ.get(ENV_CHECK_AHEAD, "1") == "0" or os.name != "posix":
+    mode = os.environ.get(ENV_CHECK_AHEAD, "1")
+    if mode == "0" or os.name != "posix":
         return
     store = config.store.value
     key, here = hint_key(store, mypy_argv), place(os.getcwd())
@@ -106,7 +116,7 @@ def start(config: Config, mypy_argv: Sequence[str]) -> None:
                                    stderr=subprocess.DEVNULL)
     except OSError:
         return
-    _current = Helper(process, key, here)
+    _current = Helper(process, key, here, patient=mode == "wait")
 
 
 def current() -> Helper | None:
