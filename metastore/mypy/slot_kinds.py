@@ -21,8 +21,8 @@ SNAPSHOT_POINTER_KIND = "snapshot-pointer"
 SOURCE_MEMO = "source-memo"
 #: The last unit published for a module from one file (choosing._offer_previous).
 PREVIOUS_UNIT = "previous-unit"
-#: Which snapshot slot a command's data blobs are checked ahead from
-#: (metastore.mypy.checked_ahead): keyed by a directory and argv of this machine.
+#: Which snapshot slot a command's data blobs are checked ahead from, per directory of
+#: this machine it ran in (metastore.mypy.checked_ahead): keyed by store and argv.
 AHEAD_HINT = "ahead-hint"
 #: mypy's own global entries (fine-grained dependencies), kept as they were written.
 MYPY_GLOBAL = "mypy-global"

@@ -198,7 +198,7 @@ class Snapshots(Choosing):
             parts[stem + meta_suffix] = meta
             parts[stem + ex_suffix] = ex
             imaged.append(stem)
-        self._from_snapshot.update(stem for stem in chosen if stem not in missing)
+        self._from_snapshot.update(stem for stem, *_ in taken)
         self._as_recorded.update(as_recorded)
         self._image_stems.update(imaged)
         self._image_data.update([stem + data_suffix for stem in imaged])

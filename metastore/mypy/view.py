@@ -134,10 +134,9 @@ class MypyView:
         path is kept in the finder's memo - the same answer mypy gets later; "not found"
         is left for mypy to determine (its reason depends on how mypy asks).
         """
-        source_modules = getattr(self.manager.source_set, "source_modules", {})
-        path = source_modules.get(module_id)
+        path = self.source_modules().get(module_id)
         if path:
-            return str(path)
+            return path
         finder = self.manager.find_module_cache
         results = getattr(finder, "results", {})
         if module_id in results:
