@@ -12,6 +12,8 @@ import pytest
 from helpers import gen
 from helpers.run import Product
 
+from metastore.cli.bench import report
+
 pytestmark = pytest.mark.e2e
 
 
@@ -53,3 +55,30 @@ def test_bench_refuses_a_tree_without_python(product: Product, tmp_path: Path) -
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.count("\n") == 1 and "no .py file" in proc.stderr
+
+
+_PA = 'pb/m1.py:4: error: Cannot find implementation or library stub for module named "pa"'
+_PA_M0 = _PA.replace('"pa"', '"pa.m0"')
+_SEE = "pb/m1.py:4: note: See https://mypy.readthedocs.io/en/stable/running_mypy.html#missing-imports"
+
+
+def test_report_forgives_only_what_stock_incremental_mypy_does() -> None:
+    """:func:`report` (and the fuzzer's ``by_file``, which shares its rule) equates the
+    messages of one source line in either order - as stock incremental mypy reports them
+    (test_fuzz_differential.test_stock_incremental_reorders_errors_of_one_line) - and
+    nothing else: not lines of different positions, not an error's notes, not the text."""
+    oracle = f"{_PA_M0}\n{_SEE}\n{_PA}\nFound 2 errors in 1 file\n"
+    assert report(oracle, 1) == report(f"{_PA}\n{_SEE}\n{_PA_M0}\nFound 2 errors in 1 file\n", 1)
+    assert report(oracle, 1) != report(oracle, 0)
+    assert report(oracle, 1) != report(oracle.replace('"pa"', '"pb"'), 1)
+    assert report(oracle, 1) != report(oracle.replace(f"{_PA}\n", ""), 1)
+    lines = "a.py:1: error: A\na.py:2: error: B\n"
+    assert report(lines, 1) != report("a.py:2: error: B\na.py:1: error: A\n", 1)
+    notes = "a.py:1: error: A\na.py:1: note: n1\na.py:1: error: B\na.py:1: note: n2\n"
+    assert report(notes, 1) == report(
+        "a.py:1: error: B\na.py:1: note: n2\na.py:1: error: A\na.py:1: note: n1\n", 1)
+    assert report(notes, 1) != report(
+        "a.py:1: error: A\na.py:1: note: n2\na.py:1: error: B\na.py:1: note: n1\n", 1)
+    # Columns are part of the line's position, not of a different one.
+    assert report("a.py:1:5: error: B\na.py:1:2: error: A\n", 1) == report(
+        "a.py:1:2: error: A\na.py:1:5: error: B\n", 1)

@@ -26,7 +26,7 @@ import difflib
 import os
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -296,6 +296,72 @@ def test_stock_incremental_artefacts(stock_harness: Harness, tmp_path: Path) -> 
     assert oracle.stdout.splitlines()[0].startswith("b.py"), oracle.stdout
     assert stock.returncode == oracle.returncode
     assert by_file(stock.stdout) == by_file(oracle.stdout)
+
+
+#: The long profile's finding of session 10 (issue 28), shrunk by hand: ``pb.m1`` imports
+#: ``pa.m0``; ``pa.m0`` goes (``pa`` stays, so the meta records ``pa`` as a dependency and
+#: ``pa.m0`` as suppressed); then the package ``pa`` goes. Each step: (files, mypy's args).
+_ONE_LINE_STEPS: tuple[tuple[dict[str, str | None], list[str]], ...] = (
+    ({"pa/__init__.py": "", "pa/m0.py": "x = 1\n", "pb/__init__.py": "",
+      "pb/m1.py": "import pa.m0\n"}, ["pa", "pb"]),
+    ({"pa/m0.py": None}, ["pa", "pb"]),
+    ({"pa/__init__.py": None}, ["pb"]),
+)
+_NOT_FOUND = 'pb/m1.py:1: error: Cannot find implementation or library stub for module named'
+
+
+def _one_line_steps(h: Harness, proj: Path, run: Callable[[list[str]], RunResult]
+                    ) -> tuple[RunResult, RunResult]:
+    """Run ``_ONE_LINE_STEPS`` with ``run``; the last step's result and its oracle's."""
+    for files, args in _ONE_LINE_STEPS:
+        for name, text in files.items():
+            if text is None:
+                (proj / name).unlink()
+                if not any((proj / name).parent.iterdir()):
+                    (proj / name).parent.rmdir()  # an empty directory is a namespace package
+            else:
+                (proj / name).parent.mkdir(parents=True, exist_ok=True)
+                (proj / name).write_text(text)
+        result = run(args)
+    return result, h.oracle(proj, args)
+
+
+def test_stock_incremental_reorders_errors_of_one_line(stock_harness: Harness,
+                                                       tmp_path: Path) -> None:
+    """Stock incremental mypy (no store) reports two missing imports of one line in another
+    order than ``--no-incremental``: the cached meta of ``pb.m1`` lists ``pa`` among its
+    dependencies and ``pa.m0`` among the suppressed, and mypy's ``load_graph`` walks
+    dependencies before suppressed ones, where a fresh parse lists them in source order.
+    :func:`by_file` forgives exactly that (messages of one source line sorted). If this
+    fails, mypy changed and the rule should be looked at again."""
+    h = stock_harness
+    proj = tmp_path / "proj"
+    cache = tmp_path / "cache"
+    stock, oracle = _one_line_steps(h, proj, lambda args: h.stock(proj, args, cache_dir=cache,
+                                                                  verbose=False))
+    want = [f'{_NOT_FOUND} "pa.m0"  [import-not-found]',
+            f'{_NOT_FOUND} "pa"  [import-not-found]']
+    assert [x for x in oracle.stdout.splitlines() if "error:" in x] == want, oracle.stdout
+    assert [x for x in stock.stdout.splitlines() if "error:" in x] == want[::-1], stock.stdout
+    assert stock.returncode == oracle.returncode == 1
+    assert by_file(stock.stdout) == by_file(oracle.stdout)
+
+
+@pytest.mark.parametrize("mode", ["ff", "json"])
+def test_regression_errors_of_one_line(harness: Harness, tmp_path: Path, mode: str) -> None:
+    """The same steps through the store (issue 28 saw them in JSON mode): the store serves
+    the meta mypy itself wrote, so its report is stock incremental mypy's to the byte, and
+    differs from the oracle only in that order."""
+    h = harness
+    stock_proj, proj = tmp_path / "stock", tmp_path / "proj"
+    cache = tmp_path / "stock-cache"
+    stock, _ = _one_line_steps(h, stock_proj, lambda args: h.stock(
+        stock_proj, [*MODES[mode], *args], cache_dir=cache, verbose=False))
+    run, oracle = _one_line_steps(h, proj, lambda args: h.dropin(proj, [*MODES[mode], *args],
+                                                                 verbose=False))
+    problem = _compare(h, run, oracle)
+    assert problem is not None and problem[0] == "artefact", problem or run.describe()
+    assert (run.stdout, run.returncode) == (stock.stdout, stock.returncode)
 
 
 def test_regression_missing_import_note(harness: Harness, tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ _STATS = re.compile(r"^mypy-metastore: .*?read_bytes=(\d+) written_bytes=(\d+)",
 _ONLY_ONCE_NOTE = re.compile(
     r"^[^:]+:\d+(?::\d+)?: note: (See https://|\(Skipping most remaining errors|"
     r"\(Using --follow-imports=error|Hint: |Ancestor package )")
+# A message's source position: ``file:line`` (a column after it belongs to the same line).
+_POSITION = re.compile(r"^[^:]+:\d+")
 SCENARIOS = ("P1", "P2", "P3", "P5", "P7")
 DESCRIPTIONS = {
     "P1": "cold run, empty cache",
@@ -115,9 +117,10 @@ Report = tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...], int]
 
 def report(stdout: str, returncode: int) -> Report:
     """What two mypy runs must agree on: each file's lines in order, the other lines (the
-    summary) and the exit status. Left out: the order in which files are reported and
-    only-once notes, where stock incremental mypy differs from ``--no-incremental`` by
-    itself (cached modules' errors are replayed as they are loaded, with their notes)."""
+    summary) and the exit status. Left out: the order in which files are reported, only-once
+    notes and the order of the errors of one source line, where stock incremental mypy
+    differs from ``--no-incremental`` by itself (cached modules' errors are replayed as they
+    are loaded, with their notes; see :func:`lines_by_file`)."""
     files, rest = lines_by_file(
         stdout, lambda name: name.endswith((".py", ".pyi", ".ini", ".toml", ".cfg")))
     return (tuple(sorted((name, tuple(lines)) for name, lines in files.items())),
@@ -126,9 +129,17 @@ def report(stdout: str, returncode: int) -> Report:
 
 def lines_by_file(stdout: str, names_a_file: Callable[[str], bool]
                   ) -> tuple[dict[str, list[str]], list[str]]:
-    """mypy's report as ``{file: its lines in order}`` and the lines that name no file (the
-    summary), leaving out only-once notes. A line names a file when the text before its
-    first colon satisfies ``names_a_file``."""
+    """mypy's report as ``{file: its lines}`` and the lines that name no file (the summary),
+    leaving out only-once notes. A line names a file when the text before its first colon
+    satisfies ``names_a_file``.
+
+    Each file's lines keep their order, except that the messages about one source line (one
+    ``file:line`` position, consecutive) are sorted, a message being an error with the notes
+    that follow it: stock incremental mypy reports the missing imports of one line in the
+    order its cached meta lists them (dependencies, then suppressed ones), where
+    ``--no-incremental`` reports them in source order (tests/test_fuzz_differential.py shows
+    it without the store). Lines of different positions, and an error's notes, are never
+    reordered."""
     files: dict[str, list[str]] = {}
     rest: list[str] = []
     for line in stdout.splitlines():
@@ -139,7 +150,24 @@ def lines_by_file(stdout: str, names_a_file: Callable[[str], bool]
             files.setdefault(name, []).append(line)
         else:
             rest.append(line)
-    return files, rest
+    return {name: _messages_sorted_within_lines(lines) for name, lines in files.items()}, rest
+
+
+def _messages_sorted_within_lines(lines: list[str]) -> list[str]:
+    """``lines`` with the messages of each run of one position sorted (see
+    :func:`lines_by_file`)."""
+    runs: list[list[list[str]]] = []  # runs of one position, each a list of messages
+    last: str | None = None
+    for line in lines:
+        m = _POSITION.match(line)
+        if m is None or m.group(0) != last:
+            runs.append([[line]])
+        elif line[m.end():].lstrip(":0123456789 ").startswith("error:"):
+            runs[-1].append([line])
+        else:
+            runs[-1][-1].append(line)
+        last = m.group(0) if m else None
+    return [line for run in runs for message in sorted(run) for line in message]
 
 
 def fresh(path: str) -> str:
