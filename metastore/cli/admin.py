@@ -151,7 +151,19 @@ def format_stats(layers: Sequence[Mapping[str, Any]], missing_top: str | None = 
             lines.append("")
     if not layers and missing_top is None:
         lines.append("(no layers)")
+    kinds = sorted({kind for layer in layers for kind in layer.get("slot_kinds") or {}})
+    legend = slot_legend(kinds)
+    if legend:
+        lines += ["", "slot kinds:", legend]
     return "\n".join(lines).rstrip("\n")
+
+
+def slot_legend(kinds: Sequence[str]) -> str:
+    """One line per slot kind of ``kinds`` that has a description (see
+    :data:`metastore.mypy.slot_kinds.LEGEND`)."""
+    from metastore.mypy.slot_kinds import LEGEND
+
+    return "\n".join(f"  {kind:<19} {LEGEND[kind]}" for kind in kinds if kind in LEGEND)
 
 
 # --------------------------------------------------------------------------- commands
@@ -447,7 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
-    p_stats = sub.add_parser("stats", help="per-layer statistics of the store")
+    from metastore.mypy.slot_kinds import LEGEND
+
+    p_stats = sub.add_parser("stats", help="per-layer statistics of the store",
+                             formatter_class=argparse.RawDescriptionHelpFormatter,
+                             epilog="slot kinds (the `slots` row):\n"
+                             + slot_legend(sorted(LEGEND)))
     p_stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p_stats.add_argument("--zero", action="store_true",
                          help="reset the top's persistent counters (hits, misses, ...)")

@@ -27,6 +27,18 @@ AHEAD_HINT = "ahead-hint"
 #: mypy's own global entries (fine-grained dependencies), kept as they were written.
 MYPY_GLOBAL = "mypy-global"
 
+#: One plain line per kind, for ``metastore stats`` (its legend and ``--help``).
+LEGEND: dict[str, str] = {
+    RUN_SNAPSHOT: "one checkout's last run: each module's unit and file stat (warm runs)",
+    RUN_SNAPSHOT_DELTA: "a later run's changes to a run snapshot (small edits)",
+    DERIVED_SNAPSHOT: "a run snapshot for a new path, made from another checkout's",
+    SNAPSHOT_POINTER_KIND: "names the last run snapshot of these options and files, any path",
+    SOURCE_MEMO: "a file's stat and content hash: unchanged files are not re-hashed (local)",
+    PREVIOUS_UNIT: "the unit last stored for a module of a file, preferred among fits",
+    AHEAD_HINT: "the run snapshot the helper checks ahead of mypy, per command (local)",
+    MYPY_GLOBAL: "mypy's own global entries (fine-grained dependencies, for dmypy)",
+}
+
 #: Kinds that hold facts about this machine's files (a memo is keyed by absolute path and
 #: holds the file's inode and ctime): another machine can never use them, so a remote tier
 #: is neither given them nor asked for them.

@@ -211,9 +211,39 @@ def run_mypy(mypy_argv: Sequence[str]) -> None:
     console_entry()
 
 
+def _options(argv: Sequence[str]) -> list[str]:
+    """``argv`` up to a bare ``--`` (after it, arguments are file names)."""
+    return list(argv[:argv.index("--")]) if "--" in argv else list(argv)
+
+
+def _help(args: Sequence[str]) -> None:
+    """``-h``/``--help``: mypy's help, then our options (:mod:`metastore.config.help`);
+    ``--metastore-help``: ours alone. Exits with mypy's status (0), never opens the store."""
+    from metastore.config.help import HELP_FLAG, settings_help
+
+    options = _options(args)
+    if HELP_FLAG in options:
+        sys.stdout.write(settings_help())
+        sys.exit(0)
+    mypy_argv = [a for a in args if a != HELP_FLAG]
+    try:
+        mypy_argv = split_argv(mypy_argv)[1]
+    except ConfigError:
+        pass  # a malformed flag of ours: the help is what was asked for
+    try:
+        run_mypy(mypy_argv)
+    except SystemExit as e:
+        if not e.code:
+            sys.stdout.write("\n" + settings_help())
+            sys.stdout.flush()
+        raise
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of ``mypy-metastore``; ``argv`` defaults to ``sys.argv[1:]``."""
     args = sys.argv[1:] if argv is None else list(argv)
+    if {"-h", "--help", "--metastore-help"} & set(_options(args)):
+        _help(args)
     try:
         mypy_argv, config = prepare(args, os.environ)
     except ConfigError as e:
