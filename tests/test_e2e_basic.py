@@ -413,3 +413,26 @@ def test_a_run_served_by_the_store_creates_no_cache_directory(harness: Harness,
     stock = h.stock(proj, cache_dir=cache)
     assert stock.returncode in (0, 1), stock.stderr
     assert (cache / ".gitignore").exists() and (cache / "CACHEDIR.TAG").exists()
+
+
+def test_a_module_named_on_the_command_line_is_warm_when_imported(harness: Harness,
+                                                                  tmp_path: Path) -> None:
+    """pre-commit's pattern: the first commit passes every file, later ones only the files
+    they change. A module named on the command line is at the path given there
+    (``pkg1/broken.py``); reached by an import it is at the finder's (absolute) path: the
+    same file, so its unit is served (mypy itself only re-hashes the file and keeps its
+    meta), and the other way round; each output is the oracle's, the error of the imported
+    module included."""
+    h = harness
+    proj = tmp_path / "proj"
+    files = gen.generate(SPEC)
+    files["pkg3/uses_broken.py"] = "import pkg1.broken\n\nz: int = pkg1.broken.bad\n"
+    gen.write_tree(proj, files)
+    every_file = sorted(str(p.relative_to(proj)) for p in proj.rglob("*.py"))
+    _cold(h, proj, every_file)
+    for args in (["pkg3/uses_broken.py"], [gen.leaf_path(SPEC)], ["-p", "pkg1"]):
+        h.check(h.dropin(proj, args, cache_dir=h.fresh_cache_dir()), warm=True)
+    gen.write_tree(tmp_path / "other", files)  # imported first, named later
+    h.check(h.dropin(tmp_path / "other", ["pkg3/uses_broken.py"]))
+    h.check(h.dropin(tmp_path / "other", every_file, cache_dir=h.fresh_cache_dir()),
+            warm=True)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from helpers import gen
 from helpers.run import Harness, Product, clean_env
-from helpers.venvs import _NETWORK_ERRORS
+from helpers.venvs import _NETWORK_ERRORS, copy_checkout
 
 from metastore.config import CONFIG_KEYS, FLAGS
 from metastore.mypy.slot_kinds import LEGEND
@@ -29,19 +29,6 @@ def quick_start_commands() -> list[str]:
     return [block.strip() for block in re.findall(r"```sh\n(.*?)```", section, re.S)]
 
 
-def _copy_checkout(dest: Path) -> None:
-    """The files of this checkout as git lists them (tracked, and new ones not ignored),
-    as a user's clone would have them."""
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
-                             "--exclude-standard"], cwd=ROOT, capture_output=True, check=True,
-                            timeout=60).stdout.decode().split("\0")
-    for rel in filter(None, listed):
-        src = ROOT / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            (dest / rel).write_bytes(src.read_bytes())
-
-
 def test_quick_start_verbatim_in_a_fresh_venv(tmp_path: Path) -> None:
     """Steps 0 and 1 of the Quick start exactly as the README shows them, in a copy of the
     checkout with a new HOME: the first run exits 0, says it created the store and equals
@@ -51,7 +38,7 @@ def test_quick_start_verbatim_in_a_fresh_venv(tmp_path: Path) -> None:
     assert "mypy-metastore --metastore-stats" in check_step
     assert test_step.startswith("python3 -m pip install tox")
     clone = tmp_path / "clone"
-    _copy_checkout(clone)
+    copy_checkout(ROOT, clone)
     env = clean_env(tmp_path)
     for name in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "PIP_USER", "PIP_REQUIRE_VIRTUALENV"):
         env.pop(name, None)

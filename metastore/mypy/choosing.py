@@ -4,6 +4,8 @@ and an edited module's previous unit."""
 
 from __future__ import annotations
 
+import os
+
 import time
 from collections.abc import Mapping, Sequence
 
@@ -235,7 +237,14 @@ class Choosing(Reading):
             return False
         if manifest.bound and manifest.bound != fingerprint:
             return False
-        if roots.resolve(manifest.path) != path:
+        stored = roots.resolve(manifest.path)
+        # The same file under another spelling (a module named on the command line is at
+        # the path given there, "pkg/mod.py"; the same module reached by an import is at the
+        # path mypy's finder gives, "/abs/pkg/mod.py") is the same unit: mypy itself only
+        # re-hashes the file and keeps the meta, and the served meta and data are patched
+        # with the path this build uses (see Reading._served_part).
+        if stored is None or (stored != path
+                              and os.path.abspath(stored) != os.path.abspath(path)):
             return False
         options = view.options_key(module)
         if options is not None and manifest.options != options:

@@ -102,6 +102,21 @@ def copy_source(repo: Path, dest: Path) -> Path:
     return dest
 
 
+def copy_checkout(repo: Path, dest: Path) -> Path:
+    """Copy the files of the checkout ``repo`` as git lists them (tracked ones, and new ones
+    it does not ignore) to ``dest``: what a user's clone of the current work would hold,
+    without venvs, caches or build output. Returns ``dest``."""
+    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others",
+                             "--exclude-standard"], cwd=repo, capture_output=True, check=True,
+                            timeout=60).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = repo / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    return dest
+
+
 def build_product_venv(venv: Path, repo: Path, *, mypy_spec: str | None = None,
                        extra: Sequence[str] = (), base_python: str = sys.executable) -> Path:
     """Create ``venv`` (from ``base_python``, default the running interpreter) holding the
