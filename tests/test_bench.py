@@ -64,9 +64,9 @@ _SEE = "pb/m1.py:4: note: See https://mypy.readthedocs.io/en/stable/running_mypy
 
 def test_report_forgives_only_what_stock_incremental_mypy_does() -> None:
     """:func:`report` (and the fuzzer's ``by_file``, which shares its rule) equates the
-    messages of one source line in either order - as stock incremental mypy reports them
+    lines of one source line in any order - as stock incremental mypy reports them
     (test_fuzz_differential.test_stock_incremental_reorders_errors_of_one_line) - and
-    nothing else: not lines of different positions, not an error's notes, not the text."""
+    nothing else: not lines of different positions, not the text, not the status."""
     oracle = f"{_PA_M0}\n{_SEE}\n{_PA}\nFound 2 errors in 1 file\n"
     assert report(oracle, 1) == report(f"{_PA}\n{_SEE}\n{_PA_M0}\nFound 2 errors in 1 file\n", 1)
     assert report(oracle, 1) != report(oracle, 0)
@@ -74,11 +74,16 @@ def test_report_forgives_only_what_stock_incremental_mypy_does() -> None:
     assert report(oracle, 1) != report(oracle.replace(f"{_PA}\n", ""), 1)
     lines = "a.py:1: error: A\na.py:2: error: B\n"
     assert report(lines, 1) != report("a.py:2: error: B\na.py:1: error: A\n", 1)
-    notes = "a.py:1: error: A\na.py:1: note: n1\na.py:1: error: B\na.py:1: note: n2\n"
+    # Notes of one line go with it, in any order (mypy prints a note both errors of a line
+    # would report once, after whichever comes first), but never to another line.
+    notes = "a.py:1: error: A\na.py:1: note: n1\na.py:1: error: B\na.py:2: note: n2\n"
     assert report(notes, 1) == report(
-        "a.py:1: error: B\na.py:1: note: n2\na.py:1: error: A\na.py:1: note: n1\n", 1)
+        "a.py:1: error: B\na.py:1: note: n1\na.py:1: error: A\na.py:2: note: n2\n", 1)
     assert report(notes, 1) != report(
-        "a.py:1: error: A\na.py:1: note: n2\na.py:1: error: B\na.py:1: note: n1\n", 1)
+        "a.py:1: error: A\na.py:1: note: n2\na.py:1: error: B\na.py:2: note: n1\n", 1)
+    # A line that names no position ends a run.
+    assert report("a.py:1: error: B\na.py: note: x\na.py:1: error: A\n", 1) != report(
+        "a.py:1: error: A\na.py: note: x\na.py:1: error: B\n", 1)
     # Columns are part of the line's position, not of a different one.
     assert report("a.py:1:5: error: B\na.py:1:2: error: A\n", 1) == report(
         "a.py:1:2: error: A\na.py:1:5: error: B\n", 1)

@@ -133,13 +133,13 @@ def lines_by_file(stdout: str, names_a_file: Callable[[str], bool]
     leaving out only-once notes. A line names a file when the text before its first colon
     satisfies ``names_a_file``.
 
-    Each file's lines keep their order, except that the messages about one source line (one
-    ``file:line`` position, consecutive) are sorted, a message being an error with the notes
-    that follow it: stock incremental mypy reports the missing imports of one line in the
-    order its cached meta lists them (dependencies, then suppressed ones), where
-    ``--no-incremental`` reports them in source order (tests/test_fuzz_differential.py shows
-    it without the store). Lines of different positions, and an error's notes, are never
-    reordered."""
+    Each file's lines keep their order, except that a run of consecutive lines about one
+    source line (one ``file:line`` position) is sorted: stock incremental mypy reports the
+    missing imports of one line in the order its cached meta lists them (dependencies, then
+    suppressed ones), where ``--no-incremental`` reports them in source order, and a note
+    both would report (``Did you mean "pdb"?`` for ``pb`` and ``pb.m1``), which mypy prints
+    once per line, follows whichever comes first (tests/test_fuzz_differential.py shows it
+    without the store). Lines of different positions are never reordered."""
     files: dict[str, list[str]] = {}
     rest: list[str] = []
     for line in stdout.splitlines():
@@ -150,24 +150,21 @@ def lines_by_file(stdout: str, names_a_file: Callable[[str], bool]
             files.setdefault(name, []).append(line)
         else:
             rest.append(line)
-    return {name: _messages_sorted_within_lines(lines) for name, lines in files.items()}, rest
+    return {name: _sorted_within_positions(lines) for name, lines in files.items()}, rest
 
 
-def _messages_sorted_within_lines(lines: list[str]) -> list[str]:
-    """``lines`` with the messages of each run of one position sorted (see
-    :func:`lines_by_file`)."""
-    runs: list[list[list[str]]] = []  # runs of one position, each a list of messages
+def _sorted_within_positions(lines: list[str]) -> list[str]:
+    """``lines`` with each run of consecutive lines of one position sorted."""
+    runs: list[list[str]] = []
     last: str | None = None
     for line in lines:
         m = _POSITION.match(line)
-        if m is None or m.group(0) != last:
-            runs.append([[line]])
-        elif line[m.end():].lstrip(":0123456789 ").startswith("error:"):
-            runs[-1].append([line])
-        else:
-            runs[-1][-1].append(line)
-        last = m.group(0) if m else None
-    return [line for run in runs for message in sorted(run) for line in message]
+        position = m.group(0) if m else None
+        if position is None or position != last:
+            runs.append([])
+        runs[-1].append(line)
+        last = position
+    return [line for run in runs for line in sorted(run)]
 
 
 def fresh(path: str) -> str:
