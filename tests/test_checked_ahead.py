@@ -183,3 +183,39 @@ def test_a_helper_that_does_not_answer_in_time_is_no_answer(
     assert helper.answer(0.2) is None
     assert time.monotonic() - t0 < 5
     assert process.poll() is not None  # killed
+
+
+def test_a_core_is_free_counts_the_tasks_runnable_now(tmp_path: Path) -> None:
+    """``/proc/loadavg``'s runnable count (this process included) against the cores this
+    process may use; a file that cannot be read falls back to the load average, never
+    raises."""
+    import os
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        os.cpu_count() or 1
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text(f"0.50 0.40 0.30 {cores}/321 4242\n")
+    assert not ahead.a_core_is_free(str(loadavg))  # every core has a task: none for a helper
+    loadavg.write_text(f"9.00 9.00 9.00 {cores - 1}/321 4242\n")
+    assert ahead.a_core_is_free(str(loadavg)) == (cores > 1)  # now, not the average
+    loadavg.write_text("garbled\n")
+    assert isinstance(ahead.a_core_is_free(str(loadavg)), bool)
+    assert isinstance(ahead.a_core_is_free(str(tmp_path / "missing")), bool)
+
+
+def test_no_helper_without_a_free_core_unless_waiting(tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """With every core busy the helper would take CPU from mypy: none is started, except
+    with ``=wait`` (the tests' setting, which asks for one however busy the machine is)."""
+    config = Config(enabled=Setting(True, "test"), store=Setting(str(tmp_path / "s.db"), "test"),
+                    bases=Setting((), "test"), stats=Setting(False, "test"))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(ahead, "a_core_is_free", lambda: False)
+    for mode, started in (("1", False), ("wait", True)):
+        monkeypatch.setattr(ahead, "_current", None)
+        monkeypatch.setenv(ahead.ENV_CHECK_AHEAD, mode)
+        ahead.start(config, ["proj"])
+        helper = ahead.current()
+        assert (helper is not None) == started, mode
+        if helper is not None:
+            assert helper.answer(5.0) is not None  # it ran (an empty store: no snapshot)

@@ -130,7 +130,8 @@ def summary() -> str | None:
     seconds = time.monotonic() - s.start
     return (f"fuzz ({PROFILE}): {s.examples} examples, {s.steps} steps, "
             f"{len(s.mismatches)} mismatches, {s.artefacts} steps differing only as stock "
-            f"incremental mypy does (file order, only-once notes) in {seconds:.0f}s; "
+            f"incremental mypy does (file order, only-once notes, the lines of one source "
+            f"line) in {seconds:.0f}s; "
             f"store {s.harness.store}")
 
 
