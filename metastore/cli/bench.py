@@ -118,7 +118,7 @@ Report = tuple[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, ...], int]
 def report(stdout: str, returncode: int) -> Report:
     """What two mypy runs must agree on: each file's lines in order, the other lines (the
     summary) and the exit status. Left out: the order in which files are reported, only-once
-    notes and the order of the errors of one source line, where stock incremental mypy
+    notes and the order of the lines about one source line, where stock incremental mypy
     differs from ``--no-incremental`` by itself (cached modules' errors are replayed as they
     are loaded, with their notes; see :func:`lines_by_file`)."""
     files, rest = lines_by_file(

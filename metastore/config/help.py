@@ -54,14 +54,15 @@ _INDENT = 26
 
 
 def _entry(head: str, lines: list[str]) -> list[str]:
-    first, *rest = lines
+    """``head`` in the left column (alone on its line when too wide), each of ``lines``
+    wrapped in the right one."""
     pad = " " * _INDENT
-    out = textwrap.wrap(first, _WIDTH, initial_indent=f"  {head:<{_INDENT - 3}} "
-                        if len(head) < _INDENT - 3 else pad, subsequent_indent=pad)
-    if len(head) >= _INDENT - 3:
-        out.insert(0, f"  {head}")
-    for line in rest:
-        out += textwrap.wrap(line, _WIDTH, initial_indent=pad, subsequent_indent=pad)
+    fits = len(head) < _INDENT - 3
+    out = [] if fits else [f"  {head}"]
+    first = f"  {head:<{_INDENT - 3}} " if fits else pad
+    for i, line in enumerate(lines):
+        out += textwrap.wrap(line, _WIDTH, initial_indent=first if i == 0 else pad,
+                             subsequent_indent=pad)
     return out
 
 
