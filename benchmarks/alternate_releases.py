@@ -17,6 +17,7 @@ the releases before every run, like ``git checkout`` of two branches.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -26,6 +27,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from collections.abc import Iterator
 
 from metastore.cli.bench import Report, report
 
@@ -79,6 +81,29 @@ def checkout(tree: str, dest: str) -> str:
     shutil.rmtree(dest, ignore_errors=True)
     shutil.copytree(tree, dest)
     return dest
+
+
+def release_arguments(ap: argparse.ArgumentParser, *, runs: int) -> None:
+    """The options of a benchmark on one release of a project: ``--package``,
+    ``--version``, ``--runs``, ``--workdir`` and ``--busy`` (see :func:`busy_core`)."""
+    ap.add_argument("--package", default="rich")
+    ap.add_argument("--version", default="13.7.1")
+    ap.add_argument("--runs", type=int, default=runs)
+    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "metastore-bench"))
+    ap.add_argument("--busy", action="store_true", help="keep one core busy while measuring")
+
+
+@contextlib.contextmanager
+def busy_core(busy: bool) -> Iterator[None]:
+    """While in the block, if ``busy``: a process spinning at normal priority takes one
+    core (the figures of a machine whose other core runs another job)."""
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
+    try:
+        yield
+    finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
 
 
 def rechecked(stderr: str) -> int:

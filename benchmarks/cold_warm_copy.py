@@ -26,20 +26,15 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 
 from alternate_releases import checkout as copy_release
-from alternate_releases import release_tree, run
+from alternate_releases import busy_core, release_arguments, release_tree, run
 from metastore.cli.bench import fresh, report
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--package", default="rich")
-    ap.add_argument("--version", default="13.7.1")
-    ap.add_argument("--runs", type=int, default=5)
-    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "metastore-bench"))
-    ap.add_argument("--busy", action="store_true", help="keep one core busy while measuring")
+    release_arguments(ap, runs=5)
     args = ap.parse_args()
     pkg = args.package.replace("-", "_")
     work = os.path.abspath(args.workdir)
@@ -78,9 +73,7 @@ def main() -> None:
     stock_cache = os.path.join(work, "stock-cache")
     store_cache = os.path.join(work, "store-cache")
     store = os.path.join(work, "store.db")
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy \
-        else None
-    try:
+    with busy_core(args.busy):
         for i in range(args.runs):
             measure("P1", base, stock(fresh(stock_cache)),
                     ours(fresh(store), fresh(store_cache)))
@@ -88,10 +81,6 @@ def main() -> None:
             copy = checkout(f"copy{i}")
             measure("P3", copy, stock(stock_cache), ours(store, store_cache))
             shutil.rmtree(copy)
-    finally:
-        if spinner is not None:
-            spinner.kill()
-            spinner.wait()
     version = subprocess.run([sys.executable, "-m", "mypy", "--version"],
                              capture_output=True, text=True).stdout.strip()
     print(f"{args.package} {args.version}; {version}; {os.cpu_count()} cores; "

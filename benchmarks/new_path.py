@@ -21,21 +21,16 @@ import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 
 from alternate_releases import checkout as copy_release
-from alternate_releases import release_tree
+from alternate_releases import busy_core, release_arguments, release_tree
 from metastore.cli.bench import fresh, report
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--package", default="rich")
-    ap.add_argument("--version", default="13.7.1")
-    ap.add_argument("--runs", type=int, default=15)
-    ap.add_argument("--workdir", default=os.path.join(tempfile.gettempdir(), "metastore-bench"))
-    ap.add_argument("--busy", action="store_true", help="keep one core busy while measuring")
+    release_arguments(ap, runs=15)
     args = ap.parse_args()
     pkg = args.package.replace("-", "_")
     work = os.path.abspath(args.workdir)
@@ -71,19 +66,13 @@ def main() -> None:
         if store_run and "rechecked=0 " not in proc.stderr:
             exact = False
 
-    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.busy \
-        else None
-    try:
+    with busy_core(args.busy):
         for i in range(args.runs):
             measure("stock warm, own directory", stock, base, False)
             copy = copy_release(tree, os.path.join(work, f"new-path-{i}"))
             measure("store, new path", ours, copy, True)
             shutil.rmtree(copy)
             measure("store warm, own directory", ours, base, True)
-    finally:
-        if spinner is not None:
-            spinner.kill()
-            spinner.wait()
     version = subprocess.run([sys.executable, "-m", "mypy", "--version"],
                              capture_output=True, text=True).stdout.strip()
     print(f"{args.package} {args.version}; {version}; {os.cpu_count()} cores; {args.runs} "
