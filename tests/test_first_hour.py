@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from helpers import gen
-from helpers.run import Harness, Product, clean_env
+from helpers.run import Harness, clean_env
 from helpers.venvs import _NETWORK_ERRORS, copy_checkout
 
 from metastore.config import CONFIG_KEYS, FLAGS
@@ -74,20 +74,18 @@ def test_quick_start_verbatim_in_a_fresh_venv(tmp_path: Path) -> None:
     assert not (clone / ".mypy_cache").exists()
 
 
-def _run(product: Product, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = clean_env(tmp_path)
-    if product.pythonpath:
-        env["PYTHONPATH"] = product.pythonpath
-    return subprocess.run([product.python, "-m", *args], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=120)
+def _run(harness: Harness, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([harness.product.python, "-m", *args], cwd=harness.tmp,
+                          env=harness._product_env(None), capture_output=True, text=True,
+                          timeout=120)
 
 
-def test_help_lists_every_option_after_mypys(product: Product, tmp_path: Path) -> None:
+def test_help_lists_every_option_after_mypys(harness: Harness) -> None:
     """``mypy-metastore --help``: mypy's help, then every ``--metastore-*`` flag and every
     setting with its environment variable and config key; ``--metastore-help``: ours only."""
-    mypy_help = _run(product, tmp_path, "mypy", "--help")
-    full = _run(product, tmp_path, "metastore.seams.dropin", "--help")
-    ours = _run(product, tmp_path, "metastore.seams.dropin", "--metastore-help")
+    mypy_help = _run(harness, "mypy", "--help")
+    full = _run(harness, "metastore.seams.dropin", "--help")
+    ours = _run(harness, "metastore.seams.dropin", "--metastore-help")
     assert full.returncode == ours.returncode == mypy_help.returncode == 0, full.stderr
     assert full.stdout.startswith(mypy_help.stdout)
     assert full.stdout.endswith(ours.stdout)
@@ -99,7 +97,7 @@ def test_help_lists_every_option_after_mypys(product: Product, tmp_path: Path) -
         assert f"config key {key}" in text, key
     env_names = set(re.findall(r"env (MYPY_METASTORE\w*)=", text))
     assert len(env_names) == len(CONFIG_KEYS)
-    assert not (tmp_path / "home" / ".cache" / "mypy-metastore").exists()  # help opens nothing
+    assert not (harness.tmp / "home" / ".cache" / "mypy-metastore").exists()  # opens nothing
 
 
 def test_stats_explains_every_slot_kind_it_shows(harness: Harness, tmp_path: Path) -> None:
@@ -109,12 +107,7 @@ def test_stats_explains_every_slot_kind_it_shows(harness: Harness, tmp_path: Pat
     gen.write_tree(proj, gen.generate(gen.ProjectSpec()))
     for _ in range(2):
         harness.assert_exact(harness.dropin(proj, ["."], verbose=False), oracle_args=["."])
-    env = dict(harness.env)
-    if harness.product.pythonpath:
-        env["PYTHONPATH"] = harness.product.pythonpath
-    stats = subprocess.run([harness.product.python, "-m", "metastore", "--store",
-                            str(harness.store), "stats"], cwd=proj, env=env,
-                           capture_output=True, text=True, timeout=120)
+    stats = _run(harness, "metastore", "--store", str(harness.store), "stats")
     assert stats.returncode == 0, stats.stderr
     (slots,) = [line for line in stats.stdout.splitlines() if line.startswith("  slots ")]
     shown = re.findall(r"([a-z-]+)=\d", slots)
@@ -122,7 +115,6 @@ def test_stats_explains_every_slot_kind_it_shows(harness: Harness, tmp_path: Pat
     legend = stats.stdout.split("\nslot kinds:\n", 1)[1]
     for kind in shown:
         assert re.search(rf"^  {kind} +\S", legend, re.M), kind
-    usage = subprocess.run([harness.product.python, "-m", "metastore", "stats", "--help"],
-                           env=env, capture_output=True, text=True, timeout=120)
+    usage = _run(harness, "metastore", "stats", "--help")
     for kind in LEGEND:
         assert re.search(rf"^  {kind} +\S", usage.stdout, re.M), kind

@@ -5,7 +5,6 @@ and an edited module's previous unit."""
 from __future__ import annotations
 
 import os
-
 import time
 from collections.abc import Mapping, Sequence
 

@@ -221,13 +221,12 @@ def _help(args: Sequence[str]) -> None:
     ``--metastore-help``: ours alone. Exits with mypy's status (0), never opens the store."""
     from metastore.config.help import HELP_FLAG, settings_help
 
-    options = _options(args)
-    if HELP_FLAG in options:
+    if HELP_FLAG in _options(args):
         sys.stdout.write(settings_help())
         sys.exit(0)
-    mypy_argv = [a for a in args if a != HELP_FLAG]
+    mypy_argv = list(args)
     try:
-        mypy_argv = split_argv(mypy_argv)[1]
+        mypy_argv = split_argv(args)[1]
     except ConfigError:
         pass  # a malformed flag of ours: the help is what was asked for
     try:
